@@ -1,0 +1,72 @@
+"""Where the course runs: device choice, fast mode and the first-cell environment report.
+
+Fast mode (``MINISD3_FAST=1``, set by the tests) shrinks every lesson to well under a minute
+on two CPU cores; full mode is what the committed notebooks show.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+DEVICE_ENV = "MINISD3_DEVICE"
+FAST_ENV = "MINISD3_FAST"
+
+
+def fast_mode() -> bool:
+    """True when ``MINISD3_FAST`` is set to 1/true/yes (the tests' short runs)."""
+    return os.environ.get(FAST_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def full_or_fast(full: T, fast: T) -> T:
+    """Pick a setting: ``fast`` in fast mode, ``full`` otherwise (step counts, sample sizes)."""
+    return fast if fast_mode() else full
+
+
+def get_device(name: str | None = None) -> torch.device:
+    """The device to compute on.
+
+    ``name`` (or the ``MINISD3_DEVICE`` variable) may be ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+    ``"mps"`` or ``"auto"`` (the best one present). The default is the CPU, so every lesson
+    behaves the same on every laptop. Asking for an accelerator that is absent is an error.
+    """
+    requested = (name or os.environ.get(DEVICE_ENV) or "cpu").strip().lower()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as err:
+        raise ValueError(
+            f"device: expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got {requested!r}"
+        ) from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but no CUDA GPU is available here; use 'cpu' or 'auto'")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ValueError("device: 'mps' was asked for but MPS is not available here; use 'cpu' or 'auto'")
+    return device
+
+
+def env_report(device: str | None = None) -> dict[str, str]:
+    """Print and return what this lesson runs on: versions, device and fast/full mode."""
+    dev = get_device(device)
+    report = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+        "cpu threads": str(torch.get_num_threads()),
+        "mode": "fast (MINISD3_FAST=1)" if fast_mode() else "full",
+    }
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        print(f"{key:<{width}} : {value}")
+    return report

@@ -1,0 +1,121 @@
+"""Plot helpers shared by the lessons: point clouds, vector fields, trajectories, digit grids,
+curves against steps, and an ipywidgets explorer that falls back to static figures.
+
+Each helper draws on a given matplotlib ``Axes`` and sets a title and axis labels; the lesson
+adds the sentence that says what to see.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .digits import to_unit_range
+from .ode import Trajectory, VelocityField
+
+STATIC_ENV = "MINISD3_STATIC"
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
+
+
+def plot_points(ax, points: torch.Tensor, title: str, color="tab:blue", size: float = 2.0, lim: float = 5.0,
+                alpha: float = 0.5, label: str | None = None):
+    """Scatter a (N, 2) point cloud on a square [−lim, lim]² frame."""
+    p = _np(points)
+    ax.scatter(p[:, 0], p[:, 1], s=size, c=color, alpha=alpha, linewidths=0, label=label)
+    ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$", xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+    return ax
+
+
+def plot_vector_field(ax, velocity: VelocityField, t: float, title: str, lim: float = 5.0, n: int = 21,
+                      color="tab:gray"):
+    """Quiver plot of v(z, t) on an n×n grid at a fixed time t."""
+    axis = torch.linspace(-lim, lim, n)
+    grid = torch.cartesian_prod(axis, axis)
+    with torch.no_grad():
+        v = _np(velocity(grid, torch.full((grid.shape[0],), float(t))))
+    g = _np(grid)
+    ax.quiver(g[:, 0], g[:, 1], v[:, 0], v[:, 1], color=color, angles="xy", width=0.003)
+    ax.set(title=title, xlabel="$z_1$", ylabel="$z_2$", xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+    return ax
+
+
+def plot_trajectories(ax, trajectory: Trajectory | torch.Tensor, title: str, n: int = 64, lim: float = 5.0,
+                      color="tab:orange"):
+    """Draw the first ``n`` paths of a 2-D trajectory (states (N+1, B, 2)): noise start ○, data end ●."""
+    states = _np(trajectory.states if isinstance(trajectory, Trajectory) else trajectory)[:, :n]
+    ax.plot(states[:, :, 0], states[:, :, 1], color=color, lw=0.7, alpha=0.7)
+    ax.scatter(states[0, :, 0], states[0, :, 1], s=8, facecolors="none", edgecolors="k", lw=0.5, label="start (t = 1)")
+    ax.scatter(states[-1, :, 0], states[-1, :, 1], s=8, c="k", label="end (t = 0)")
+    ax.set(title=title, xlabel="$z_1$", ylabel="$z_2$", xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
+    return ax
+
+
+def plot_digits(ax, images: torch.Tensor, title: str, nrow: int = 8):
+    """Tile (N, 1, H, W) images in [−1, 1] into one grey picture with ``nrow`` per row."""
+    imgs = _np(to_unit_range(images[:, 0]))
+    n, h, w = imgs.shape
+    rows = int(np.ceil(n / nrow))
+    canvas = np.ones((rows * (h + 1) + 1, nrow * (w + 1) + 1))
+    for i, img in enumerate(imgs):
+        r, c = divmod(i, nrow)
+        canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = img
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set(title=title, xticks=[], yticks=[])
+    return ax
+
+
+def plot_against_steps(ax, steps: Sequence[int], curves: dict[str, Sequence[float]], title: str, ylabel: str,
+                       logy: bool = False):
+    """One line per method: a metric (quality, straightness, error) against the number of steps."""
+    for name, values in curves.items():
+        ax.plot(steps, values, marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel="number of sampling steps", ylabel=ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def widgets_available() -> bool:
+    """True in a live Jupyter kernel with ipywidgets, unless ``MINISD3_STATIC=1`` asks for figures."""
+    if os.environ.get(STATIC_ENV, "").strip().lower() in {"1", "true", "yes"}:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def explorer(render: Callable[..., plt.Figure], controls: dict[str, Sequence], static: dict[str, Sequence] | None = None):
+    """Explore ``render(**values)`` with one slider/dropdown per entry of ``controls``.
+
+    Without a widget frontend (plain Python, ``MINISD3_STATIC=1``) it renders the combinations
+    of ``static`` (default: the first value of each control) as ordinary figures instead.
+    """
+    if widgets_available():
+        import ipywidgets as widgets
+
+        def draw(**values):
+            render(**values)
+            plt.show()
+
+        ui = {name: widgets.SelectionSlider(options=list(options), description=name) for name, options in controls.items()}
+        return widgets.interactive(draw, **ui)
+    static = static or {name: [options[0]] for name, options in controls.items()}
+    names = list(static)
+    for combo in itertools.product(*(static[name] for name in names)):
+        render(**dict(zip(names, combo)))
+        plt.show()
+    return None

@@ -1,5 +1,6 @@
-"""One small training loop for every model in lessons 01–04: sample a batch, compute a loss,
-take an Adam step. Only the batch function and the loss change between a 2-D toy and digits."""
+"""One small training loop for every model in lessons 01–04 (sample a batch, compute a loss, take an
+Adam step) and the three recipes built on it: rectified flow, reflow and DDPM. Only the data
+sampler and the network change between a 2-D toy and digits."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,8 +9,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .ddpm import NoiseSchedule, eps_loss
+from .rectified_flow import rf_loss
 from .seeding import make_generator
-from .validation import check_positive_int
+from .timesteps import TimeSampler, sample_uniform
+from .validation import check_positive_int, check_same_shape
 
 BatchFn = Callable[[torch.Generator], object]
 LossFn = Callable[[nn.Module, object, torch.Generator], torch.Tensor]
@@ -47,7 +51,59 @@ def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, steps: int, lr: 
     return losses
 
 
-def sample_rows(data: torch.Tensor, batch_size: int) -> BatchFn:
-    """A batch function that draws ``batch_size`` rows of ``data`` with replacement."""
+DataSampler = Callable[[int, torch.Generator], torch.Tensor]
+"""sample(n, generator) → n data points: the toy samplers of :mod:`minisd3.toy2d`, or :func:`row_sampler`."""
+
+
+def row_sampler(data: torch.Tensor) -> DataSampler:
+    """Draw rows of a fixed data set (e.g. digits) with replacement."""
+    return lambda n, generator: data[torch.randint(0, data.shape[0], (n,), generator=generator).to(data.device)]
+
+
+def train_rectified_flow(model: nn.Module, sample_data: DataSampler, steps: int, batch_size: int = 256,
+                         lr: float = 1e-3, time_sampler: TimeSampler = sample_uniform,
+                         sample_source: DataSampler | None = None, seed: int = 0, progress: bool = True,
+                         device=None) -> list[float]:
+    """Fit v̂ to ε − x0 on z_t = (1 − t)·x0 + t·ε with t from ``time_sampler`` (:func:`rf_loss`).
+
+    ε ~ N(0, I) unless ``sample_source`` draws it from another distribution (a flow between two
+    data sets, as 8-Gaussians → two moons).
+    """
     check_positive_int(batch_size, "batch_size")
-    return lambda generator: data[torch.randint(0, data.shape[0], (batch_size,), generator=generator).to(data.device)]
+    device = device or next(model.parameters()).device
+
+    def batch(generator):
+        x0 = sample_data(batch_size, generator).to(device)
+        eps = sample_source(batch_size, generator).to(device) if sample_source is not None else None
+        return x0, eps
+
+    def loss(m, b, generator):
+        return rf_loss(m, b[0], eps=b[1], time_sampler=time_sampler, generator=generator)
+
+    return train(model, loss, batch, steps, lr, seed, progress=progress, desc="rectified flow")
+
+
+def train_reflow(model: nn.Module, eps: torch.Tensor, x0_hat: torch.Tensor, steps: int, batch_size: int = 256,
+                 lr: float = 1e-3, seed: int = 0, progress: bool = True) -> list[float]:
+    """Reflow: fit a flow on the fixed pairs (ε, x̂0) from :func:`minisd3.rectified_flow.reflow_pairs`."""
+    check_same_shape(eps, "eps", x0_hat, "x0_hat")
+    check_positive_int(batch_size, "batch_size")
+
+    def batch(generator):
+        idx = torch.randint(0, eps.shape[0], (batch_size,), generator=generator).to(eps.device)
+        return x0_hat[idx], eps[idx]
+
+    def loss(m, b, generator):
+        return rf_loss(m, b[0], eps=b[1], generator=generator)
+
+    return train(model, loss, batch, steps, lr, seed, progress=progress, desc="reflow")
+
+
+def train_ddpm(model: nn.Module, sample_data: DataSampler, schedule: NoiseSchedule, steps: int,
+               batch_size: int = 256, lr: float = 1e-3, seed: int = 0, progress: bool = True,
+               device=None) -> list[float]:
+    """Fit ε̂ with the ε-prediction loss of :func:`minisd3.ddpm.eps_loss`."""
+    check_positive_int(batch_size, "batch_size")
+    device = device or next(model.parameters()).device
+    return train(model, lambda m, x0, g: eps_loss(m, x0, schedule, g),
+                 lambda g: sample_data(batch_size, g).to(device), steps, lr, seed, progress=progress, desc="DDPM")

@@ -4,12 +4,15 @@ sampler and the network change between a 2-D toy and digits."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .ddpm import NoiseSchedule, eps_loss
+from .env import full_or_fast
+from .nets import TimeMLP
 from .rectified_flow import rf_loss
 from .seeding import make_generator
 from .timesteps import TimeSampler, sample_uniform
@@ -107,3 +110,31 @@ def train_ddpm(model: nn.Module, sample_data: DataSampler, schedule: NoiseSchedu
     device = device or next(model.parameters()).device
     return train(model, lambda m, x0, g: eps_loss(m, x0, schedule, g),
                  lambda g: sample_data(batch_size, g).to(device), steps, lr, seed, progress=progress, desc="DDPM")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Network size and optimisation settings for one kind of data, shared by every lesson that
+    trains on it, so that models compared across lessons (RF against DDPM, samplers in lesson 04)
+    were trained alike."""
+
+    hidden: int
+    depth: int
+    batch_size: int
+    lr: float
+    steps: int
+    fast_steps: int
+
+    def make_model(self, data_shape: tuple[int, ...], num_classes: int | None = None) -> TimeMLP:
+        return TimeMLP(data_shape, hidden=self.hidden, depth=self.depth, num_classes=num_classes)
+
+    @property
+    def train_steps(self) -> int:
+        """``steps`` in full mode, ``fast_steps`` in fast mode."""
+        return full_or_fast(self.steps, self.fast_steps)
+
+
+RECIPES: dict[str, Recipe] = {
+    "2d": Recipe(hidden=256, depth=3, batch_size=512, lr=2e-3, steps=4000, fast_steps=400),
+    "digits": Recipe(hidden=512, depth=4, batch_size=256, lr=1e-3, steps=6000, fast_steps=300),
+}

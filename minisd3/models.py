@@ -1,0 +1,188 @@
+"""Diffusion transformers: a class-conditional DiT (lesson 06) and SD3's MM-DiT (lesson 07).
+
+Both run  image → patches → tokens + positions → blocks → final adaLN + Linear → unpatchify,
+and predict the velocity v̂(x_t, t) with the shape of x_t.
+
+MM-DiT conditioning (Esser et al. 2024):
+    c_vec  = TimestepEmbedder(t) + MLP(pooled text vector)      (B, D)  → every adaLN
+    c_ctxt = Linear(text token sequence)                         (B, L, D) → the context stream
+Model size rule of the paper: hidden width 64·depth, heads = depth (head dim 64), MLP ×4, 2×2 patches.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .blocks import DiTBlock, FinalLayer, JointBlock
+from .embeddings import TimestepEmbedder, sincos_2d_positions
+from .patches import check_patchable, patchify, unpatchify
+from .validation import check_tensor, check_time
+
+
+class PatchEmbedding(nn.Module):
+    """Linear(patchify(x)) + fixed 2-D sin-cos positions.
+
+    Positions follow SD3: with ``pos_embed_max_size`` M, a table for an M×M grid with spacing
+    base/M (base = input_size/p) is cropped at its centre to the image's grid; without it, an
+    h×w grid uses spacing base/h and base/w (spacing 1 at the training size).
+    """
+
+    def __init__(self, in_channels: int, dim: int, patch_size: int, input_size: int,
+                 pos_embed_max_size: int | None = None):
+        super().__init__()
+        self.patch_size = patch_size
+        self.base = input_size // patch_size
+        self.max_size = pos_embed_max_size
+        self.proj = nn.Linear(patch_size * patch_size * in_channels, dim)
+        size = pos_embed_max_size or self.base
+        spacing = self.base / size
+        self.register_buffer("table", sincos_2d_positions(dim, size, size, spacing, spacing), persistent=False)
+
+    def positions(self, rows: int, cols: int) -> torch.Tensor:
+        """(rows·cols, D) positions for a rows×cols patch grid."""
+        if self.max_size is not None:
+            if rows > self.max_size or cols > self.max_size:
+                raise ValueError(
+                    f"x: expected at most {self.max_size}×{self.max_size} patches (pos_embed_max_size), "
+                    f"got {rows}×{cols}"
+                )
+            top, left = (self.max_size - rows) // 2, (self.max_size - cols) // 2
+            grid = self.table.reshape(self.max_size, self.max_size, -1)[top:top + rows, left:left + cols]
+            return grid.reshape(rows * cols, -1)
+        if rows == cols == self.base:
+            return self.table
+        dim = self.table.shape[1]
+        return sincos_2d_positions(dim, rows, cols, self.base / rows, self.base / cols).to(self.table.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        tokens = self.proj(patchify(x, self.patch_size))
+        return tokens + self.positions(rows, cols).to(tokens.dtype)
+
+
+@dataclass
+class MMDiTConfig:
+    """Shape of an MM-DiT. ``hidden`` = heads·head_dim; ``out_channels`` defaults to in_channels."""
+
+    input_size: int = 32
+    in_channels: int = 4
+    out_channels: int | None = None
+    patch_size: int = 2
+    depth: int = 4
+    heads: int = 4
+    head_dim: int = 64
+    context_dim: int = 64
+    pooled_dim: int = 64
+    mlp_ratio: float = 4.0
+    qk_norm: bool = False
+    pos_embed_max_size: int | None = None
+
+    @property
+    def hidden(self) -> int:
+        return self.heads * self.head_dim
+
+    @classmethod
+    def from_depth(cls, depth: int, **overrides) -> "MMDiTConfig":
+        """The paper's size rule: hidden 64·depth, heads = depth (head dim 64), MLP ×4, 2×2 patches."""
+        return cls(depth=depth, heads=depth, head_dim=64, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_conditioned_input(x, t, patch_size, in_channels):
+    check_patchable(x, patch_size)
+    check_tensor(x, "x", ndim=4)
+    if x.shape[1] != in_channels:
+        raise ValueError(f"x: expected {in_channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+    check_time(t, "t", batch=x.shape[0])
+
+
+class MMDiT(nn.Module):
+    """SD3's multimodal diffusion transformer: ``model(x, t, c_ctxt, c_vec)`` → v̂ shaped like x.
+
+    x (B, C, H, W), t (B,) in [0, 1] (t = 0 data, t = 1 noise), c_ctxt (B, L, context_dim)
+    text tokens, c_vec (B, pooled_dim) pooled text vector.
+    """
+
+    def __init__(self, config: MMDiTConfig):
+        super().__init__()
+        self.config = config
+        dim, p = config.hidden, config.patch_size
+        out_channels = config.out_channels or config.in_channels
+        self.patch_embed = PatchEmbedding(config.in_channels, dim, p, config.input_size, config.pos_embed_max_size)
+        self.t_embedder = TimestepEmbedder(dim)
+        self.pooled_embedder = nn.Sequential(nn.Linear(config.pooled_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.context_embedder = nn.Linear(config.context_dim, dim)
+        self.blocks = nn.ModuleList(
+            JointBlock(dim, config.heads, config.mlp_ratio, config.qk_norm, context_pre_only=i == config.depth - 1)
+            for i in range(config.depth)
+        )
+        self.final = FinalLayer(dim, p * p * out_channels)
+
+    def conditioning(self, t: torch.Tensor, c_vec: torch.Tensor) -> torch.Tensor:
+        """c_vec = TimestepEmbedder(t) + MLP(pooled)."""
+        return self.t_embedder(t) + self.pooled_embedder(c_vec)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c_ctxt: torch.Tensor, c_vec: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        _check_conditioned_input(x, t, cfg.patch_size, cfg.in_channels)
+        check_tensor(c_ctxt, "c_ctxt", shape=(x.shape[0], None, cfg.context_dim))
+        check_tensor(c_vec, "c_vec", shape=(x.shape[0], cfg.pooled_dim))
+        grid = (x.shape[-2] // cfg.patch_size, x.shape[-1] // cfg.patch_size)
+        tokens = self.patch_embed(x)
+        cond = self.conditioning(t, c_vec)
+        ctx = self.context_embedder(c_ctxt)
+        for block in self.blocks:
+            tokens, ctx = block(tokens, ctx, cond)
+        return unpatchify(self.final(tokens, cond), cfg.patch_size, grid)
+
+
+@dataclass
+class DiTConfig:
+    """Shape of a class-conditional DiT; ``num_classes`` labels plus one "no label" for CFG."""
+
+    input_size: int = 8
+    in_channels: int = 1
+    patch_size: int = 2
+    depth: int = 4
+    heads: int = 4
+    hidden: int = 128
+    num_classes: int = 10
+    mlp_ratio: float = 4.0
+
+
+class DiT(nn.Module):
+    """Class-conditional DiT: ``model(x, t, labels)`` → v̂; label ``num_classes`` means unconditional."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        dim, p = config.hidden, config.patch_size
+        self.patch_embed = PatchEmbedding(config.in_channels, dim, p, config.input_size)
+        self.t_embedder = TimestepEmbedder(dim)
+        self.label_embedding = nn.Embedding(config.num_classes + 1, dim)
+        self.blocks = nn.ModuleList(DiTBlock(dim, config.heads, config.mlp_ratio) for _ in range(config.depth))
+        self.final = FinalLayer(dim, p * p * config.in_channels)
+
+    @property
+    def null_label(self) -> int:
+        return self.config.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        _check_conditioned_input(x, t, cfg.patch_size, cfg.in_channels)
+        if labels is None:
+            labels = torch.full((x.shape[0],), self.null_label, device=x.device)
+        if labels.shape != (x.shape[0],) or labels.dtype != torch.int64:
+            raise ValueError(f"labels: expected int64 of shape ({x.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
+        if labels.min() < 0 or labels.max() > self.null_label:
+            raise ValueError(f"labels: expected values in [0, {self.null_label}], got [{labels.min()}, {labels.max()}]")
+        grid = (x.shape[-2] // cfg.patch_size, x.shape[-1] // cfg.patch_size)
+        cond = self.t_embedder(t) + self.label_embedding(labels)
+        tokens = self.patch_embed(x)
+        for block in self.blocks:
+            tokens = block(tokens, cond)
+        return unpatchify(self.final(tokens, cond), cfg.patch_size, grid)

@@ -1,0 +1,53 @@
+"""Environment: the first-cell report, fast mode, device choice and seeding."""
+import random
+
+import numpy as np
+import torch
+
+import minisd3
+from minisd3.env import env_report, fast_mode, full_or_fast, get_device
+from minisd3.seeding import make_generator, rand, randn, seed_everything
+
+
+def test_env_report_keys_and_fast_mode(monkeypatch, capsys):
+    monkeypatch.setenv("MINISD3_FAST", "1")
+    report = env_report()
+    assert set(report) == {"python", "torch", "device", "cpu threads", "mode"}
+    assert "fast" in report["mode"] and "MINISD3_FAST=1" in report["mode"]
+    assert report["torch"] == torch.__version__
+    printed = capsys.readouterr().out
+    assert "fast" in printed and torch.__version__ in printed
+
+
+def test_env_report_full_mode(monkeypatch, capsys):
+    monkeypatch.setenv("MINISD3_FAST", "0")
+    assert env_report()["mode"] == "full"
+    assert "full" in capsys.readouterr().out
+
+
+def test_fast_mode_values(monkeypatch):
+    for value, expected in [("1", True), ("true", True), ("YES", True), ("0", False), ("", False), ("no", False)]:
+        monkeypatch.setenv("MINISD3_FAST", value)
+        assert fast_mode() is expected
+        assert full_or_fast(100, 5) == (5 if expected else 100)
+
+
+def test_get_device_defaults_to_cpu(monkeypatch):
+    monkeypatch.delenv("MINISD3_DEVICE", raising=False)
+    assert get_device() == torch.device("cpu")
+    assert get_device("CPU ") == torch.device("cpu")
+    assert get_device("auto").type in {"cpu", "cuda", "mps"}
+    monkeypatch.setenv("MINISD3_DEVICE", "cpu")
+    assert get_device() == torch.device("cpu")
+    assert minisd3.get_device is get_device
+
+
+def test_seeding_is_reproducible():
+    seed_everything(3)
+    a = (random.random(), np.random.rand(), torch.rand(2))
+    seed_everything(3)
+    b = (random.random(), np.random.rand(), torch.rand(2))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    assert torch.equal(randn((3, 2), make_generator(1)), randn((3, 2), make_generator(1)))
+    assert torch.equal(rand((4,), make_generator(1)), torch.rand(4, generator=make_generator(1)))
+    assert randn((2,), make_generator(0), dtype=torch.float64).dtype == torch.float64

@@ -84,11 +84,13 @@ def make_schedule(kind: str, num_steps: int = 1000) -> NoiseSchedule:
     return SCHEDULES[kind](num_steps)
 
 
-def _check_steps(k: torch.Tensor, schedule: NoiseSchedule, batch: int, name: str = "k") -> torch.Tensor:
+def _check_steps(k: torch.Tensor, schedule: NoiseSchedule, batch: int, name: str = "k", device=None) -> torch.Tensor:
     if not isinstance(k, torch.Tensor) or k.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"{name}: expected an integer tensor of step indices, got {getattr(k, 'dtype', type(k))}")
     if k.shape != (batch,):
         raise ValueError(f"{name}: expected shape ({batch},), got {tuple(k.shape)}")
+    if device is not None and k.device.type != torch.device(device).type:
+        raise ValueError(f"{name}: expected device {device}, got {k.device}")
     if k.numel() and (k.min() < 0 or k.max() >= schedule.num_steps):
         raise ValueError(f"{name}: expected indices in [0, {schedule.num_steps - 1}], got [{k.min()}, {k.max()}]")
     return k
@@ -99,7 +101,7 @@ def q_sample(x0: torch.Tensor, k: torch.Tensor, eps: torch.Tensor, schedule: Noi
     check_tensor(x0, "x0", min_ndim=1)
     check_tensor(eps, "eps")
     check_same_shape(x0, "x0", eps, "eps")
-    _check_steps(k, schedule, x0.shape[0])
+    _check_steps(k, schedule, x0.shape[0], device=x0.device)
     ab = schedule.alpha_bars.to(x0.device)[k].reshape(-1, *([1] * (x0.ndim - 1)))
     return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 

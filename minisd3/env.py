@@ -48,11 +48,13 @@ def get_device(name: str | None = None) -> torch.device:
             f"device: expected 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got {requested!r}"
         ) from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but no CUDA GPU is available here; use 'cpu' or 'auto'")
+        raise ValueError(f"device: expected a device present here ('cpu' or 'auto'), got {requested!r} "
+                         "but no CUDA GPU is available")
     if device.type == "mps" and not (
         getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     ):
-        raise ValueError("device: 'mps' was asked for but MPS is not available here; use 'cpu' or 'auto'")
+        raise ValueError(f"device: expected a device present here ('cpu' or 'auto'), got {requested!r} "
+                         "but MPS is not available")
     return device
 
 

@@ -119,3 +119,24 @@ def explorer(render: Callable[..., plt.Figure], controls: dict[str, Sequence], s
         render(**dict(zip(names, combo)))
         plt.show()
     return None
+
+
+def plot_losses(ax, losses: dict[str, Sequence[float]], title: str, window: int = 50, logy: bool = True):
+    """Training loss against step, one line per run, as a moving average over ``window`` steps.
+
+    The smoothed value at step i is mean(loss[i − window + 1 … i]) (fewer steps at the start).
+    """
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window: expected a positive int, got {window!r}")
+    for name, values in losses.items():
+        values = np.asarray(values, dtype=float)
+        csum = np.cumsum(np.insert(values, 0, 0.0))
+        counts = np.minimum(np.arange(1, len(values) + 1), window)
+        ax.plot(np.arange(1, len(values) + 1), (csum[1:] - csum[np.arange(len(values)) + 1 - counts]) / counts,
+                label=name)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel="training step", ylabel=f"loss ({window}-step moving average)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return ax

@@ -55,7 +55,7 @@ def rf_loss(model: VelocityField, x0: torch.Tensor, eps: torch.Tensor | None = N
         eps = randn(x0.shape, generator, x0.device, x0.dtype)
     if t is None:
         t = time_sampler(x0.shape[0], generator=generator, device=x0.device)
-    check_time(t, "t", batch=x0.shape[0])
+    check_time(t, "t", batch=x0.shape[0], device=x0.device)
     z_t = interpolate(x0, eps, t)
     per_sample = ((model(z_t, t) - velocity_target(x0, eps)) ** 2).flatten(1).mean(1)
     if weight is not None:

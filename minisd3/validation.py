@@ -67,7 +67,7 @@ def as_batch_time(t, batch: int, device, dtype=torch.float32, name: str = "t") -
     """Turn a float or (batch,) tensor into a checked (batch,) time tensor on ``device``."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         t = torch.full((batch,), float(t), device=device, dtype=dtype)
-    return check_time(t, name, batch=batch)
+    return check_time(t, name, batch=batch, device=device)
 
 
 def expand_time(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,322 @@
+"""Practice notebooks: exercises/ generated from solutions/, and grading a learner's copy.
+
+``solutions/NN_name.ipynb`` is the single source. In its code cells each answer sits between
+nbgrader's markers, and the block's first line is a comment saying what to implement::
+
+        ### BEGIN SOLUTION
+        # return x_k = √ᾱ_k·x0 + √(1 − ᾱ_k)·ε
+        ...
+        ### END SOLUTION
+
+``exercises/NN_name.ipynb`` keeps every other line and puts, at the marker's indentation::
+
+        raise NotImplementedError("return x_k = √ᾱ_k·x0 + √(1 − ᾱ_k)·ε")
+
+Exercises are written without outputs, execution counts or run metadata, so the same solutions
+always give the same bytes, and ``python -m minisd3 exercises --check`` can tell when exercises/
+is stale.
+
+Grading runs a notebook in fast mode with errors allowed, reads the ``[check] NAME: …`` lines its
+check cells printed (:mod:`minisd3.checks`) and scores them against the lesson's expected checks
+in :data:`minisd3.checks.LESSON_CHECKS`; of the learner's file only the lesson's name is used.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from .checks import LESSON_CHECKS, error_summary
+from .notebooks import cell_errors, execute_notebook
+
+BEGIN_SOLUTION = "### BEGIN SOLUTION"
+END_SOLUTION = "### END SOLUTION"
+STUB = "raise NotImplementedError"
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+# ---------------------------------------------------------------------------------------------
+# generating exercises from solutions
+# ---------------------------------------------------------------------------------------------
+
+def strip_solutions(source: str, where: str = "cell") -> tuple[str, list[str]]:
+    """Replace each solution block in ``source`` by a stub; return the new source and the stubs' messages.
+
+    ``where`` names the cell in error messages (a block left open, an END without BEGIN, or a block
+    whose first line is not the comment that becomes the stub's message).
+    """
+    lines = source.split("\n")
+    kept: list[str] = []
+    messages: list[str] = []
+    i = 0
+    while i < len(lines):
+        marker = lines[i].strip()
+        if marker == END_SOLUTION:
+            raise ValueError(f"{where}, line {i + 1}: {END_SOLUTION!r} without a {BEGIN_SOLUTION!r} before it")
+        if marker != BEGIN_SOLUTION:
+            kept.append(lines[i])
+            i += 1
+            continue
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() in (BEGIN_SOLUTION, END_SOLUTION)), None)
+        if end is None or lines[end].strip() == BEGIN_SOLUTION:
+            raise ValueError(f"{where}, line {i + 1}: {BEGIN_SOLUTION!r} is not closed by {END_SOLUTION!r}")
+        first = lines[i + 1].strip() if end > i + 1 else ""
+        message = first.lstrip("#").strip()
+        if not first.startswith("#") or not message:
+            raise ValueError(f"{where}, line {i + 2}: a solution block must start with a comment saying what to "
+                             f"implement (it becomes the NotImplementedError message), got {first!r}")
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        kept.append(f"{indent}{STUB}({json.dumps(message, ensure_ascii=False)})")
+        messages.append(message)
+        i = end + 1
+    return "\n".join(kept), messages
+
+
+def _check_syntax(source: str, where: str) -> None:
+    """The stubbed cell must still be Python (IPython's %magic and !shell lines aside)."""
+    python = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.split("\n"))
+    try:
+        ast.parse(python)
+    except SyntaxError as err:
+        raise ValueError(f"{where}: the exercise cell is not valid Python after stubbing "
+                         f"({err.msg}, line {err.lineno})") from err
+
+
+def exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbformat.NotebookNode:
+    """The exercise version of a solution notebook: solution blocks stubbed, outputs, execution counts
+    and run metadata dropped, cell ids numbered, notebook metadata fixed."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {
+        "kernelspec": dict(KERNELSPEC),
+        "language_info": {"name": "python"},
+        "minisd3": {"lesson": lesson, "generated_from": f"solutions/{lesson}.ipynb"},
+    }
+    for index, cell in enumerate(solution.cells):
+        where = f"solutions/{lesson}.ipynb cell {index}"
+        if cell.cell_type == "code":
+            source, _ = strip_solutions(cell.source, where)
+            _check_syntax(source, where)
+            new = nbformat.v4.new_code_cell(source)
+        elif cell.cell_type == "markdown":
+            new = nbformat.v4.new_markdown_cell(cell.source)
+        else:
+            new = nbformat.v4.new_raw_cell(cell.source)
+        new.id = f"cell-{index}"
+        if cell.metadata.get("tags"):
+            new.metadata["tags"] = list(cell.metadata["tags"])
+        nb.cells.append(new)
+    nbformat.validate(nb)
+    return nb
+
+
+def render_exercise(solution_path: str | Path) -> str:
+    """The exact text of the exercise generated from the solution notebook at ``solution_path``."""
+    path = Path(solution_path)
+    try:
+        solution = nbformat.read(path, as_version=4)
+    except Exception as err:  # nbformat raises several types for unreadable JSON
+        raise ValueError(f"solution_path: {path} is not a readable notebook ({error_summary(err)})") from err
+    text = nbformat.writes(exercise_notebook(solution, path.stem))
+    return text if text.endswith("\n") else text + "\n"
+
+
+def stub_messages(nb: nbformat.NotebookNode) -> list[str]:
+    """The messages of the ``raise NotImplementedError("…")`` stubs in an exercise notebook, in order."""
+    pattern = re.compile(rf"^\s*{STUB}\((.*)\)\s*$")
+    return [json.loads(match.group(1)) for cell in nb.cells if cell.cell_type == "code"
+            for match in map(pattern.match, cell.source.split("\n")) if match]
+
+
+def _folders(solutions_dir: str | Path, exercises_dir: str | Path) -> tuple[Path, Path]:
+    solutions, exercises = Path(solutions_dir), Path(exercises_dir)
+    if not solutions.is_dir():
+        raise ValueError(f"solutions_dir: expected a folder of solution notebooks, got {str(solutions)!r} "
+                         "(run from the repository root or pass --solutions)")
+    if exercises.exists() and not exercises.is_dir():
+        raise ValueError(f"exercises_dir: expected a folder, got the file {str(exercises)!r}")
+    return solutions, exercises
+
+
+def expected_exercises(solutions_dir: str | Path, exercises_dir: str | Path) -> dict[Path, str]:
+    """Every exercise path with the text it must have, one per ``solutions_dir/*.ipynb``."""
+    solutions, exercises = _folders(solutions_dir, exercises_dir)
+    return {exercises / path.name: render_exercise(path) for path in sorted(solutions.glob("*.ipynb"))}
+
+
+def stale_exercises(solutions_dir: str | Path = "solutions", exercises_dir: str | Path = "exercises") -> list[Path]:
+    """Exercise files that are missing, differ from what the solutions generate, or have no solution."""
+    expected = expected_exercises(solutions_dir, exercises_dir)
+    exercises = Path(exercises_dir)
+    stale = [path for path, text in expected.items()
+             if not path.is_file() or path.read_bytes() != text.encode("utf-8")]
+    orphans = [path for path in sorted(exercises.glob("*.ipynb")) if path not in expected] if exercises.is_dir() else []
+    return stale + orphans
+
+
+def write_exercises(solutions_dir: str | Path = "solutions", exercises_dir: str | Path = "exercises") -> list[Path]:
+    """Regenerate exercises/ from solutions/: write what changed, remove exercises without a solution.
+    Returns the paths written or removed."""
+    expected = expected_exercises(solutions_dir, exercises_dir)
+    changed = stale_exercises(solutions_dir, exercises_dir)
+    Path(exercises_dir).mkdir(parents=True, exist_ok=True)
+    for path in changed:
+        if path in expected:
+            path.write_bytes(expected[path].encode("utf-8"))
+        else:
+            path.unlink()
+    return changed
+
+
+# ---------------------------------------------------------------------------------------------
+# grading
+# ---------------------------------------------------------------------------------------------
+
+CHECK_LINE = re.compile(r"^\[check\] (?P<name>\S+): (?P<status>PASS|FAIL)(?: — (?P<message>.*))?$")
+
+
+class GradingError(Exception):
+    """The notebook could not be graded: no such file, not a notebook, unknown lesson, kernel died."""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One expected check: ``status`` is PASS, FAIL or NOT RUN, ``message`` says why."""
+
+    name: str
+    status: str
+    message: str = ""
+
+
+@dataclass
+class GradeReport:
+    """The result of grading one notebook."""
+
+    notebook: str
+    lesson: str
+    seconds: float
+    checks: list[CheckOutcome]
+    errors: list[tuple[int, str, str]] = field(default_factory=list)
+
+    @property
+    def score(self) -> int:
+        return sum(outcome.status == "PASS" for outcome in self.checks)
+
+    @property
+    def total(self) -> int:
+        return len(self.checks)
+
+    def to_dict(self) -> dict:
+        return {
+            "notebook": self.notebook,
+            "lesson": self.lesson,
+            "seconds": round(self.seconds, 2),
+            "checks": [{"name": o.name, "status": o.status, "message": o.message} for o in self.checks],
+            "errors": [{"cell": cell, "ename": ename, "evalue": evalue} for cell, ename, evalue in self.errors],
+            "score": self.score,
+            "total": self.total,
+        }
+
+    def text(self) -> str:
+        width = max(len(o.name) for o in self.checks)
+        lines = [f"{self.notebook}: lesson {self.lesson}, ran in {self.seconds:.1f} s (fast mode)"]
+        for o in self.checks:
+            why = f"  — {o.message}" if o.status != "PASS" else ""
+            lines.append(f"  {o.status:<7}  {o.name:<{width}}{why}")
+        for cell, ename, evalue in self.errors:
+            if ename != "NotImplementedError":
+                lines.append(f"  note: cell {cell} raised {ename}: {evalue}")
+        lines.append(f"score: {self.score}/{self.total}")
+        return "\n".join(lines)
+
+
+def resolve_lesson(name: str) -> str | None:
+    """The lesson a name refers to: ``"03"``, ``"3"``, ``"03_rectified_flow"``, ``"rectified_flow"``
+    or a file name containing one of them; ``None`` when it names no lesson with checks."""
+    text = Path(str(name)).stem.lower()
+    for lesson in LESSON_CHECKS:
+        if lesson in text:
+            return lesson
+    for lesson in LESSON_CHECKS:
+        if lesson.split("_", 1)[1] in text:
+            return lesson
+    number = re.match(r"^\D*?(\d{1,2})(?!\d)", text)
+    if number:
+        return next((lesson for lesson in LESSON_CHECKS if int(lesson[:2]) == int(number.group(1))), None)
+    return None
+
+
+def _lesson_of(path: Path, nb: nbformat.NotebookNode, lesson: str | None) -> str:
+    if lesson is not None:
+        found = resolve_lesson(lesson)
+        if found is None:
+            raise GradingError(f"lesson: expected one of {', '.join(LESSON_CHECKS)} (or its number), got {lesson!r}")
+        return found
+    course_metadata = nb.metadata.get("minisd3")
+    stated = course_metadata.get("lesson") if isinstance(course_metadata, dict) else None
+    found = stated if stated in LESSON_CHECKS else resolve_lesson(path.name)
+    if found is None:
+        raise GradingError(f"cannot tell which lesson {path} practises (its metadata and file name name none of "
+                           f"{', '.join(LESSON_CHECKS)}); pass --lesson NN")
+    return found
+
+
+def read_checks(nb: nbformat.NotebookNode, lesson: str) -> list[CheckOutcome]:
+    """The outcome of each of ``lesson``'s expected checks in an executed notebook.
+
+    A check counts as run when its ``[check] NAME:`` line was printed (the last one wins);
+    otherwise it is NOT RUN, with the reason read from the cell that calls it.
+    """
+    printed: dict[str, CheckOutcome] = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.get("output_type") == "stream" and output.get("name") == "stdout":
+                for line in output.get("text", "").splitlines():
+                    match = CHECK_LINE.match(line.strip())
+                    if match:
+                        name = match.group("name")
+                        printed[name] = CheckOutcome(name, match.group("status"), match.group("message") or "")
+    outcomes = []
+    for name in LESSON_CHECKS[lesson]:
+        if name in printed:
+            outcomes.append(printed[name])
+            continue
+        callers = [cell for cell in nb.cells if cell.cell_type == "code" and f"check_{name}(" in cell.source]
+        errors = [o for cell in callers for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        if not callers:
+            reason = f"no cell calls check_{name} (was the check cell deleted?)"
+        elif errors and errors[0].get("ename") == "NotImplementedError":
+            reason = f"{name} is not implemented yet (NotImplementedError: {errors[0].get('evalue')})"
+        elif errors:
+            reason = f"the check cell raised {errors[0].get('ename')}: {errors[0].get('evalue')}"
+        else:
+            reason = "the check cell printed no result"
+        outcomes.append(CheckOutcome(name, "NOT RUN", reason))
+    return outcomes
+
+
+def grade_notebook(path: str | Path, lesson: str | None = None, timeout: int = 300) -> GradeReport:
+    """Run the notebook at ``path`` (fast mode, errors allowed) and score its lesson's checks.
+
+    ``lesson`` overrides the lesson read from the notebook's metadata or file name. Raises
+    :class:`GradingError` when the notebook cannot be read or run.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise GradingError(f"no such file: {path}")
+    if not path.is_file():
+        raise GradingError(f"not a file: {path} (expected a .ipynb notebook)")
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as err:  # not JSON, not a notebook's structure, a wrong encoding
+        raise GradingError(f"{path} is not a readable Jupyter notebook "
+                           f"({type(err).__name__}: {error_summary(err)})") from err
+    found = _lesson_of(path, nb, lesson)
+    try:
+        executed, seconds = execute_notebook(path, fast=True, allow_errors=True, timeout=timeout)
+    except Exception as err:  # dead kernel, cell timeout, missing kernel
+        raise GradingError(f"{path} could not run to the end ({type(err).__name__}: {error_summary(err)})") from err
+    return GradeReport(str(path), found, seconds, read_checks(executed, found), cell_errors(executed))

@@ -32,19 +32,31 @@ class TextToImage(nn.Module):
         self.mmdit = MMDiT(config)
         self.text_encoder = text_encoder
 
+    def forward(self, images: torch.Tensor, captions: Sequence[str], **kwargs) -> torch.Tensor:
+        """The training loss (so that DistributedDataParallel sees a forward call); see :meth:`loss`."""
+        return self.loss(images, captions, **kwargs)
+
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(c_ctxt, pooled) for a list of captions; "" is the null condition."""
         return self.text_encoder(list(captions))
 
     def loss(self, images: torch.Tensor, captions: Sequence[str], p_drop: float = 0.1,
-             time_sampler: TimeSampler | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The rectified-flow loss with captions dropped to "" with probability ``p_drop``."""
+             time_sampler: TimeSampler | None = None, generator: torch.Generator | None = None,
+             eps: torch.Tensor | None = None, t: torch.Tensor | None = None,
+             drop: torch.Tensor | None = None) -> torch.Tensor:
+        """The rectified-flow loss with captions dropped to "" with probability ``p_drop``.
+
+        ``eps``, ``t`` and ``drop`` may be drawn by the caller (the training engine draws them for
+        the global batch so that any number of processes computes the same update).
+        """
         if len(captions) != images.shape[0]:
             raise ValueError(f"captions: expected {images.shape[0]} captions (one per image), got {len(captions)}")
-        drop = drop_mask(len(captions), p_drop, generator).tolist()
-        ctx, pooled = self.encode(["" if d else c for c, d in zip(captions, drop)])
+        if drop is None:
+            drop = drop_mask(len(captions), p_drop, generator)
+        ctx, pooled = self.encode(["" if d else c for c, d in zip(captions, drop.tolist())])
         sampler = time_sampler or make_time_sampler("lognorm(0,1)")
-        return rf_loss(lambda z, t: self.mmdit(z, t, ctx, pooled), images, time_sampler=sampler, generator=generator)
+        return rf_loss(lambda z, t_: self.mmdit(z, t_, ctx, pooled), images, eps=eps, t=t, time_sampler=sampler,
+                       generator=generator)
 
     @torch.no_grad()
     def sample(self, captions: Sequence[str], steps: int = 20, cfg: float = 3.0, shift: float = 1.0,

@@ -1,0 +1,129 @@
+"""Checkpoints as safetensors, written atomically, never pickled: loading one cannot run code.
+
+A run directory holds ``checkpoints/step_NNNNNNN/`` folders, each with
+
+    model.safetensors      the trained weights
+    ema.safetensors        the exponential moving average of the weights (what sampling uses)
+    optimizer.safetensors  the optimizer's per-parameter tensors (Adam moments, step counts)
+    state.json             the training config, step, optimizer hyper-parameters and counters
+
+and a ``checkpoints/latest`` file naming the newest complete folder. A folder is written under a
+temporary name and renamed when complete, and ``latest`` is replaced atomically, so a crash at
+any moment leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated, corrupt or made for another configuration."""
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able hyper-parameters."""
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, entries in state["state"].items():
+        for key, value in entries.items():
+            tensors[f"{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Inverse of :func:`optimizer_tensors`."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
+                    optimizer: torch.optim.Optimizer, state: dict, keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically and point ``latest`` at it; keep the newest ``keep``."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:07d}.", dir=root))
+    opt_tensors, opt_meta = optimizer_tensors(optimizer)
+    save_file(_contiguous(model), tmp / "model.safetensors")
+    save_file(_contiguous(ema), tmp / "ema.safetensors")
+    save_file(_contiguous(opt_tensors), tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta}, indent=1))
+    for name in FILES:
+        with open(tmp / name, "rb") as handle:
+            os.fsync(handle.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    pointer = root / ".latest.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, root / "latest")
+    for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a run directory (its latest), a ``checkpoints`` folder, or the folder itself."""
+    path = Path(path)
+    for candidate in (path, path / "checkpoints"):
+        pointer = candidate / "latest"
+        if pointer.is_file():
+            return candidate / pointer.read_text().strip()
+    if (path / "state.json").is_file():
+        return path
+    raise CheckpointError(
+        f"ckpt: expected a run directory or checkpoint folder containing state.json, got {str(path)!r} "
+        "(no checkpoints/latest or state.json there)"
+    )
+
+
+def load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """Load one safetensors file of a checkpoint, turning damage into a clear :class:`CheckpointError`."""
+    file = folder / name
+    if not file.is_file():
+        raise CheckpointError(f"ckpt: {file} is missing; the checkpoint is incomplete")
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"ckpt: {file} is truncated or corrupt ({err})") from err
+
+
+def load_state(folder: Path) -> dict:
+    """The JSON state of a checkpoint folder."""
+    try:
+        return json.loads((folder / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"ckpt: {folder / 'state.json'} is unreadable or corrupt ({err})") from err
+
+
+def load_weights_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
+    """``module.load_state_dict`` with every mismatch listed by name and shape."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+                   for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape)
+    if missing or unexpected or wrong:
+        lines = [f"{what}: the checkpoint was made for another configuration"]
+        lines += [f"  missing from checkpoint: {k}" for k in missing[:20]]
+        lines += [f"  not in this model: {k}" for k in unexpected[:20]]
+        lines += [f"  shape mismatch {w}" for w in wrong[:20]]
+        raise CheckpointError("\n".join(lines))
+    module.load_state_dict(tensors)

@@ -1,0 +1,155 @@
+"""The training-side commands of ``python -m minisd3``: train, sample, eval, bench.
+
+    python -m minisd3 train --preset shapes --out runs/shapes [--set key=value ...] [--max-steps N] [--resume DIR]
+    torchrun --nproc-per-node=N -m minisd3 train --preset cifar10 --out runs/c10
+    python -m minisd3 sample --ckpt runs/shapes --prompt "two red circles above one blue square" --out a.png
+    python -m minisd3 eval --ckpt runs/shapes [--fid --inception-weights PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .presets import apply_overrides, preset_config
+    from .trainer import train
+
+    overrides = list(args.set or [])
+    if args.max_steps is not None:
+        overrides.append(f"max_steps={args.max_steps}")
+    config = apply_overrides(preset_config(args.preset), overrides)
+    summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    if summary:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def load_run(ckpt: str, weights: str = "ema", device: str = "cpu"):
+    """(model, source, config) rebuilt from a checkpoint, with its EMA (or raw) weights."""
+    from .checkpoint import load_state, load_tensors, load_weights_into, resolve_checkpoint
+    from .env import get_device
+    from .presets import TrainConfig
+    from .trainer import build_model
+
+    folder = resolve_checkpoint(ckpt)
+    state = load_state(folder)
+    config = TrainConfig(**state["config"])
+    model = build_model(config, state["vocabulary"], state["channels"])
+    load_weights_into(model, load_tensors(folder, f"{weights}.safetensors"), weights)
+    return model.to(get_device(device)).eval(), config, folder
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .datasets import make_source
+    from .seeding import make_generator
+
+    model, config, _ = load_run(args.ckpt, "model" if args.no_ema else "ema", args.device)
+    if args.label is not None:
+        source = make_source(config)
+        names = getattr(source, "class_names", None)
+        if names is None:
+            raise ValueError(f"--label: the {config.data!r} model is conditioned on captions; use --prompt")
+        if not 0 <= args.label < len(names):
+            raise ValueError(f"--label: expected 0 … {len(names) - 1}, got {args.label}")
+        prompt = names[args.label]
+    else:
+        prompt = args.prompt
+    images = model.sample([prompt] * args.n, steps=args.steps, cfg=args.cfg, shift=args.shift, method=args.method,
+                          generator=make_generator(args.seed))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save_image(((images.float() + 1) / 2).clamp(0, 1), args.out, nrow=min(args.n, 8))
+    print(f"{args.out}: {args.n} samples of {prompt!r} ({args.steps} {args.method} steps, cfg {args.cfg}, shift {args.shift})")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .datasets import make_source
+    from .evaluation import fid, generate, offline_metrics
+
+    model, config, folder = load_run(args.ckpt, "ema", args.device)
+    source = make_source(config)
+    steps, cfg = args.steps or config.sample_steps, config.sample_cfg if args.cfg is None else args.cfg
+    result = {"checkpoint": str(folder), **offline_metrics(model, source, args.samples, steps, cfg, config.shift, args.seed)}
+    if args.fid:
+        if not hasattr(source, "images"):
+            raise ValueError(f"--fid: FID compares with a real image set; {config.data!r} is generated, use the offline metrics")
+        prompts = source.eval_prompts(args.samples, None)
+        images = generate(model, prompts, steps, cfg, config.shift, args.seed)
+        real = source.images[torch.randperm(len(source.images), generator=torch.Generator().manual_seed(0))[:args.samples]]
+        result["fid"] = fid(images, real, args.inception_weights, cuda=next(model.parameters()).is_cuda)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .throughput import run_benchmark
+
+    run_benchmark(device=args.device, steps=args.steps, batch=args.batch, compile_too=not args.no_compile,
+                  diffusers_too=not args.no_diffusers)
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register train, sample, eval and bench on an argparse sub-parser set."""
+    p = sub.add_parser("train", help="train a text-conditioned MM-DiT from a preset")
+    p.add_argument("--preset", default="shapes", help="shapes (default, CPU), digits, cifar10")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--max-steps", type=int, help="same as --set max_steps=N")
+    p.add_argument("--out", required=True, help="run directory: metrics.csv, samples/, checkpoints/")
+    p.add_argument("--resume", help="continue a run exactly from its latest checkpoint (a run directory)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=lambda a, h=_train: run_guarded(h, a))
+
+    p = sub.add_parser("sample", help="sample images from a checkpoint")
+    p.add_argument("--ckpt", required=True, help="run directory or checkpoint folder")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompt", help="a caption in the data set's vocabulary")
+    what.add_argument("--label", type=int, help="a class index (digits, cifar10)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale w")
+    p.add_argument("--shift", type=float, default=1.0, help="resolution shift α of the time grid")
+    p.add_argument("--method", choices=["euler", "heun"], default="euler")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=8, help="how many samples")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, help="PNG file")
+    p.set_defaults(handler=lambda a, h=_sample: run_guarded(h, a))
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint (offline metrics; FID with --fid)")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--cfg", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fid", action="store_true", help="also FID against the real images (torch-fidelity)")
+    p.add_argument("--inception-weights", help="path of torch-fidelity's Inception weights file")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(handler=lambda a, h=_eval: run_guarded(h, a))
+
+    p = sub.add_parser("bench", help="training throughput and MFU, minisd3 against diffusers")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 4 on CPU")
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--no-diffusers", action="store_true")
+    p.set_defaults(handler=lambda a, h=_bench: run_guarded(h, a))
+
+
+def run_guarded(handler, args) -> int:
+    """Run a command; known user errors print one clear line and exit 2 instead of a traceback."""
+    from .checkpoint import CheckpointError
+    from .datasets import MissingDatasetError
+    from .trainer import NonFiniteLossError
+
+    try:
+        return handler(args)
+    except (CheckpointError, MissingDatasetError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

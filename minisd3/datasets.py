@@ -1,0 +1,128 @@
+"""Image–caption batches for the training engine, drawn deterministically from (seed, step).
+
+Every source returns the *global* batch of a step from a generator seeded by the step, so a
+resumed run sees exactly the batches it would have seen, and each of N processes takes its own
+contiguous slice of the same global batch (data sharding without a sampler's state).
+
+    shapes    generated on the fly (:mod:`minisd3.shapes`), captions from its grammar
+    digits    scikit-learn's 8×8 digits, captions "zero" … "nine"
+    cifar10   CIFAR-10 train through torchvision, captions are the class names
+Finite data sets are visited in a fresh random permutation each epoch.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .digits import load_digits_tensor
+from .shapes import VOCABULARY, sample_shapes, split_prompts
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+class MissingDatasetError(ValueError):
+    """The data set is not on disk; the message says where to put it or how to download it."""
+
+
+@dataclass
+class ShapesSource:
+    """Generated shapes scenes; training uses the split's training (colour, shape) pairs only."""
+
+    image_size: int = 24
+    seed: int = 0
+    channels: int = 3
+    vocabulary: tuple[str, ...] = tuple(VOCABULARY)
+
+    def __post_init__(self):
+        self.split = split_prompts(self.seed)
+
+    def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        return sample_shapes(size, generator, image_size=self.image_size, pairs=self.split.train_pairs)
+
+    def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
+        """Captions made only of held-out colour–shape pairs: a test of composition."""
+        return sample_shapes(n, generator, image_size=self.image_size, pairs=self.split.held_out_pairs)[1]
+
+
+class TensorSource:
+    """A finite labelled image set in [−1, 1], with class names as captions."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...], seed: int = 0):
+        self.images, self.labels, self.class_names, self.seed = images, labels, class_names, seed
+        self.channels, self.image_size = images.shape[1], images.shape[-1]
+        self.vocabulary = class_names
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms = {epoch: torch.randperm(len(self.images), generator=g)}  # one epoch kept
+        return self._perms[epoch]
+
+    def indices(self, step: int, size: int) -> torch.Tensor:
+        """Positions step·size … (step+1)·size − 1 of the epoch-wise permuted order."""
+        n = len(self.images)
+        positions = torch.arange(step * size, (step + 1) * size)
+        return torch.stack([self._permutation(int(p) // n)[int(p) % n] for p in positions])
+
+    def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        idx = self.indices(step, size)
+        return self.images[idx], [self.class_names[int(i)] for i in self.labels[idx]]
+
+    def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
+        return [self.class_names[i % len(self.class_names)] for i in range(n)]
+
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+
+
+def load_cifar10(root: str | Path, download: bool = False, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 as (images (N, 3, 32, 32) in [−1, 1], labels), from ``root/cifar-10-batches-py``.
+
+    ``download`` fetches and verifies the archive with torchvision first. The batches are read in
+    their published format: pickled dicts with b"data" (N, 3072) uint8 rows (R, G, B planes of
+    32×32) and b"labels" (the data set's own format, which torchvision reads the same way).
+    """
+    folder = Path(root) / CIFAR10_FOLDER
+    if download:
+        from torchvision.datasets import CIFAR10
+
+        CIFAR10(str(root), train=train, download=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise MissingDatasetError(
+            f"data_root: CIFAR-10 is not in {str(root)!r} (expected {folder} with {', '.join(missing)}). "
+            "Download it with --set download=true (about 170 MB), or put the extracted "
+            f"'{CIFAR10_FOLDER}' folder there."
+        )
+    rows, labels = [], []
+    for name in names:
+        with open(folder / name, "rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+        rows.append(np.asarray(batch[b"data"], dtype=np.uint8))
+        labels.extend(batch[b"labels"])
+    images = torch.from_numpy(np.concatenate(rows).reshape(-1, 3, 32, 32)).float() / 127.5 - 1
+    return images, torch.tensor(labels, dtype=torch.long)
+
+
+def make_source(config):
+    """The data source a :class:`~minisd3.presets.TrainConfig` asks for."""
+    if config.data == "shapes":
+        return ShapesSource(config.image_size, config.seed)
+    if config.data == "digits":
+        images, labels = load_digits_tensor()
+        if config.image_size != 8:
+            raise ValueError(f"image_size: digits are 8×8, got {config.image_size}")
+        return TensorSource(images, labels, DIGIT_WORDS, config.seed)
+    if config.data == "cifar10":
+        if config.image_size != 32:
+            raise ValueError(f"image_size: CIFAR-10 images are 32×32, got {config.image_size}")
+        images, labels = load_cifar10(config.data_root, config.download)
+        return TensorSource(images, labels, CIFAR10_CLASSES, config.seed)
+    raise ValueError(f"data: expected 'shapes', 'digits' or 'cifar10', got {config.data!r}")

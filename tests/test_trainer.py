@@ -1,0 +1,192 @@
+"""The training engine and its commands: presets, exact resume, DDP equivalence, checkpoints, faults."""
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from minisd3.checkpoint import CheckpointError, load_tensors, resolve_checkpoint
+from minisd3.datasets import CIFAR10_CLASSES, MissingDatasetError, load_cifar10
+from minisd3.presets import apply_overrides, preset_config
+from minisd3.trainer import NonFiniteLossError, learning_rate, train
+
+TINY = ["depth=2", "heads=2", "head_dim=16", "text_dim=32", "text_depth=1", "batch_size=8", "warmup_steps=2",
+        "log_every=1", "sample_every=100", "ckpt_every=100", "sample_steps=2", "eval_samples=8", "device=cpu"]
+
+
+def tiny(*extra, preset="shapes"):
+    return apply_overrides(preset_config(preset), TINY + list(extra))
+
+
+def weights(run, name="model.safetensors"):
+    return load_tensors(resolve_checkpoint(run), name)
+
+
+def assert_same(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst <= atol, worst
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "minisd3", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_resume_continues_exactly(tmp_path):
+    config = tiny("max_steps=6")
+    train(config, tmp_path / "straight", progress=False)
+    train(config, tmp_path / "broken", progress=False, stop_at=3)
+    train(config, tmp_path / "broken", resume=tmp_path / "broken", progress=False)
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        assert_same(weights(tmp_path / "straight", name), weights(tmp_path / "broken", name))
+    rows = (tmp_path / "broken" / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,lr,grad_norm,images_per_s" and [r.split(",")[0] for r in rows[1:]] == list("123456")
+    straight = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[1] for r in rows[1:]] == [r.split(",")[1] for r in straight[1:]]
+
+
+def test_gradient_accumulation_gives_the_same_update(tmp_path):
+    train(tiny("max_steps=2"), tmp_path / "one", progress=False)
+    train(tiny("max_steps=2", "grad_accum=4"), tmp_path / "four", progress=False)
+    assert_same(weights(tmp_path / "one"), weights(tmp_path / "four"), atol=2e-6)
+
+
+def test_ddp_with_two_processes_equals_one_process(tmp_path):
+    args = ["train", "--preset", "shapes", "--max-steps", "3", "--quiet"] + [a for s in TINY for a in ("--set", s)]
+    single = cli(*args, "--out", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--nnodes=1",
+                          "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "minisd3", *args,
+                          "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert_same(weights(tmp_path / "single"), weights(tmp_path / "ddp"), atol=1e-6)
+    # logging and checkpoints only on rank 0: one header, one row a step
+    assert len((tmp_path / "ddp" / "metrics.csv").read_text().splitlines()) == 4
+
+
+def test_shapes_run_ends_with_samples_checkpoint_and_adherence(tmp_path):
+    summary = train(tiny("max_steps=2"), tmp_path, progress=False)
+    assert summary["step"] == 2 and np.isfinite(summary["loss"])
+    assert set(summary["evaluation"]["adherence"]) >= {"colour", "shape", "count", "overall"}
+    assert (tmp_path / "samples" / "step_0000002.png").is_file()
+    folder = resolve_checkpoint(tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == ["ema.safetensors", "model.safetensors",
+                                                        "optimizer.safetensors", "state.json"]
+    # nothing pickled: every tensor file is safetensors (8-byte little-endian header length, then JSON)
+    for file in folder.glob("*.safetensors"):
+        head = file.read_bytes()[:9]
+        assert head[8:9] == b"{"
+
+
+def test_sample_and_eval_commands(tmp_path):
+    train(tiny("max_steps=1"), tmp_path / "run", progress=False)
+    out = tmp_path / "grid.png"
+    done = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "two small red circles", "--steps", "2",
+               "--cfg", "2", "--seed", "1", "--n", "4", "--out", str(out))
+    assert done.returncode == 0, done.stderr and out.is_file()
+    bad = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "two purple circles", "--out", str(out))
+    assert bad.returncode == 2 and "unknown word 'purple'" in bad.stderr
+    ev = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2")
+    assert ev.returncode == 0, ev.stderr
+    assert "adherence" in json.loads(ev.stdout) and "sliced_wasserstein" in json.loads(ev.stdout)
+    fid = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2", "--fid")
+    assert fid.returncode == 2 and "generated" in fid.stderr
+
+
+def test_truncated_and_mismatched_checkpoints_are_named(tmp_path):
+    train(tiny("max_steps=1"), tmp_path / "run", progress=False)
+    folder = resolve_checkpoint(tmp_path / "run")
+    data = (folder / "ema.safetensors").read_bytes()
+    (folder / "ema.safetensors").write_bytes(data[: len(data) // 2])
+    done = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "one red circle", "--out", str(tmp_path / "a.png"))
+    assert done.returncode == 2 and "truncated or corrupt" in done.stderr
+    train(tiny("max_steps=1", "depth=3"), tmp_path / "deeper", progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        train(tiny("max_steps=2"), tmp_path / "deeper", resume=tmp_path / "deeper", progress=False)
+    from minisd3.checkpoint import load_weights_into
+    from minisd3.trainer import build_model
+    small = build_model(tiny(), ["one"], 3)
+    with pytest.raises(CheckpointError, match="not in this model: mmdit.blocks.2"):
+        load_weights_into(small, {**small.state_dict(), **weights(tmp_path / "deeper")}, "model")
+
+
+def test_non_finite_loss_stops_naming_step_and_last_checkpoint(tmp_path, monkeypatch):
+    from minisd3.text_to_image import TextToImage
+
+    original = TextToImage.loss
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        loss = original(self, *a, **k)
+        return loss * float("nan") if calls["n"] > 2 else loss
+
+    monkeypatch.setattr(TextToImage, "loss", flaky)
+    with pytest.raises(NonFiniteLossError, match=r"at step 2; stopped, the last good checkpoint is .*step_0000002"):
+        train(tiny("max_steps=4", "ckpt_every=2"), tmp_path, progress=False)
+    assert resolve_checkpoint(tmp_path).name == "step_0000002"
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="did you mean 'max_steps'"):
+        apply_overrides(preset_config("shapes"), ["max_step=3"])
+    with pytest.raises(ValueError, match="did you mean 'cifar10'"):
+        preset_config("cifar")
+    with pytest.raises(ValueError, match="qk_norm: expected a boolean"):
+        apply_overrides(preset_config("shapes"), ["qk_norm=maybe"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is available"):
+            train(tiny("device=cuda", "max_steps=1"), "unused", progress=False)
+
+
+def test_learning_rate_warms_up_then_decays():
+    config = tiny("max_steps=100", "warmup_steps=10", "lr=1.0")
+    lrs = [learning_rate(config, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[99] == pytest.approx(0.1, abs=1e-3) and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+
+
+def write_cifar10_fixture(root: Path, per_batch: int = 4) -> None:
+    """CIFAR-10's published python layout: pickled dicts of uint8 rows, five train batches and a test batch."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, per_batch).tolist(),
+                 b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)]}
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle)
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": per_batch,
+                     b"num_vis": 3072}, handle)
+
+
+def test_cifar10_reader_on_a_fixture_in_the_real_format(tmp_path):
+    write_cifar10_fixture(tmp_path)
+    images, labels = load_cifar10(tmp_path)
+    assert images.shape == (20, 3, 32, 32) and labels.shape == (20,)
+    assert images.min() >= -1 and images.max() <= 1
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb") as handle:
+        first = pickle.load(handle, encoding="bytes")
+    pixel = first[b"data"][0].reshape(3, 32, 32)[:, 5, 7]  # channel planes R, G, B
+    assert torch.allclose(images[0, :, 5, 7], torch.tensor(pixel, dtype=torch.float32) / 127.5 - 1)
+    summary = train(tiny("max_steps=1", "image_size=32", f"data_root={tmp_path}", preset="cifar10"),
+                    tmp_path / "run", progress=False)
+    assert np.isfinite(summary["loss"])
+
+
+def test_missing_cifar10_says_where_and_how(tmp_path):
+    with pytest.raises(MissingDatasetError, match="download=true"):
+        load_cifar10(tmp_path / "nowhere")

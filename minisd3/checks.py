@@ -23,7 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from . import ddpm, ode, rectified_flow, timesteps
+from einops import rearrange
+from torch import nn
+
+from . import attention, blocks, ddpm, embeddings, guidance, ode, patches, rectified_flow, timesteps
 from .marginal_field import marginal_velocity
 from .seeding import make_generator, randn
 from .toy2d import GaussianMixture
@@ -56,6 +59,9 @@ LESSON_CHECKS: dict[str, tuple[str, ...]] = {
     "02_ddpm": ("q_sample", "eps_loss", "ancestral_step"),
     "03_rectified_flow": ("interpolate", "velocity_target", "euler_sample", "straightness"),
     "04_timestep_sampling": ("sample_logit_normal", "shift_time"),
+    "05_sinusoidal_embeddings": ("timestep_embedding",),
+    "06_patchify_dit": ("patchify", "unpatchify", "modulate", "cfg_combine"),
+    "07_mmdit_qknorm": ("joint_attention", "rms_norm"),
 }
 """The checks each lesson's practice notebook must pass, in notebook order."""
 
@@ -113,13 +119,16 @@ def _call(fn: Callable, name: str, *args, hint: str = "", **kwargs):
     return out
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return torch.allclose(a.double(), b.double(), rtol=1e-4, atol=1e-5)
+def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
+    return torch.allclose(a.double(), b.double(), rtol=1e-4, atol=atol)
 
 
 def _compare(got, want: torch.Tensor, mutations: Sequence[tuple[str, torch.Tensor]], *, formula: str,
-             shape_hint: str = "") -> None:
-    """Pass when ``got`` equals ``want``; otherwise name the first mutation it equals, or say how far off it is."""
+             shape_hint: str = "", atol: float = 1e-5) -> None:
+    """Pass when ``got`` equals ``want``; otherwise name the first mutation it equals, or say how far off it is.
+
+    ``atol`` is the absolute tolerance (loosen it where float32 rounding of large arguments shows).
+    """
     if not isinstance(got, torch.Tensor):
         raise Mistake(f"should return a torch.Tensor, got {type(got).__name__}")
     if tuple(got.shape) != tuple(want.shape):
@@ -130,10 +139,10 @@ def _compare(got, want: torch.Tensor, mutations: Sequence[tuple[str, torch.Tenso
     got = got.detach().cpu().double()
     if not torch.isfinite(got).all():
         raise Mistake("the result contains NaN or inf; look for a division by zero or a log of 0")
-    if _close(got, want):
+    if _close(got, want, atol):
         return
     for message, wrong in mutations:
-        if wrong.shape == got.shape and _close(got, wrong):
+        if wrong.shape == got.shape and _close(got, wrong, atol):
             raise Mistake(message)
     worst = (got - want.double()).abs().max().item()
     raise Mistake(f"values differ from {formula} by up to {worst:.3g}, and not in one of the usual ways; "
@@ -679,3 +688,315 @@ def check_shift_time(shift_time: Callable) -> None:
             ("used √α; α itself is the shift (α = √(m/n) is already a square root of the pixel ratio)",
              timesteps.shift_time(t, math.sqrt(alpha))),
         ], formula="α·t / (1 + (α − 1)·t)")
+
+
+# ---------------------------------------------------------------------------------------------
+# lesson 05: sinusoidal embeddings
+# ---------------------------------------------------------------------------------------------
+
+def _sinusoid(t: torch.Tensor, dim: int, *, scale: float = embeddings.TIME_SCALE, divisor: int | None = None,
+              sign: float = -1.0, log_of_period: float = math.log(embeddings.MAX_PERIOD), cos_first: bool = True,
+              interleave: bool = False, two_pi: bool = False) -> torch.Tensor:
+    """The timestep embedding in float64 with one knob turned (for the wrong variants):
+    angles = scale·t·exp(sign·log_of_period·i/divisor) (·2π), [cos | sin] halves (or sin first, or interleaved)."""
+    half = dim // 2
+    i = torch.arange(half, dtype=torch.float64)
+    freqs = torch.exp(sign * log_of_period * i / (divisor or half))
+    angles = scale * t.double()[:, None] * freqs[None] * (2 * math.pi if two_pi else 1.0)
+    first, second = (angles.cos(), angles.sin()) if cos_first else (angles.sin(), angles.cos())
+    if interleave:
+        return torch.stack([first, second], dim=2).flatten(1)
+    return torch.cat([first, second], dim=1)
+
+
+@_check("timestep_embedding", "matches minisd3.embeddings.timestep_embedding")
+def check_timestep_embedding(timestep_embedding: Callable) -> None:
+    """Check ``timestep_embedding(t, dim)`` → [cos(1000t·ω_i) | sin(1000t·ω_i)], ω_i = exp(−ln(10000)·i/(dim/2)),
+    on tiny times (where a frequency without its minus sign is still computable), on t in [0, 1], and for dim 16."""
+    gen = make_generator(501)
+    tiny = torch.cat([torch.zeros(1), 1e-5 * torch.rand(15, generator=gen)])
+    spread = torch.cat([torch.tensor([0.0, 1.0]), torch.rand(30, generator=gen)])
+    for t, dim in ((tiny, 256), (spread, 256), (spread, 16)):
+        got = _call(timestep_embedding, "timestep_embedding", t, dim)
+        half = dim // 2
+        _compare(got, embeddings.timestep_embedding(t, dim), [
+            ("t not scaled by 1000: the sinusoid takes τ = 1000·t (SD3's timesteps); with t ∈ [0, 1] unscaled "
+             "almost every channel stays near cos 0 = 1, sin 0 = 0 and the embedding barely changes with t",
+             _sinusoid(t, dim, scale=1.0)),
+            ("sin and cos halves swapped: SD3 (flip_sin_to_cos=True) puts the cosine half first, "
+             "[cos(τ·ω) | sin(τ·ω)]", _sinusoid(t, dim, cos_first=False)),
+            ("t not scaled by 1000 and sin and cos halves swapped: use τ = 1000·t and put the cosine half first",
+             _sinusoid(t, dim, scale=1.0, cos_first=False)),
+            (f"frequencies off: divide i by half = dim/2 = {half}, not by half − 1 = {half - 1} "
+             "(ω_i = exp(−ln(10000)·i/half), diffusers' downscale_freq_shift=0)",
+             _sinusoid(t, dim, divisor=half - 1)),
+            (f"frequencies off: divide i by half = dim/2 = {half}, not by dim = {dim}",
+             _sinusoid(t, dim, divisor=dim)),
+            ("frequencies off: the exponent needs its minus sign, ω_i = exp(−ln(10000)·i/half), so the "
+             "frequencies fall from 1 to about 1/10000; yours grow to about 10000", _sinusoid(t, dim, sign=1.0)),
+            ("frequencies off: use the natural log, exp(−ln(10000)·i/half) = 10000^(−i/half), not log10",
+             _sinusoid(t, dim, log_of_period=math.log10(embeddings.MAX_PERIOD))),
+            ("an extra 2π: the angles are τ·ω_i, without 2π", _sinusoid(t, dim, two_pi=True)),
+            ("cos and sin interleaved channel by channel; SD3 concatenates two halves, all cosines then all sines "
+             "(torch.cat([cos, sin], dim=1))", _sinusoid(t, dim, interleave=True)),
+        ], formula="[cos(1000t·ω_i) | sin(1000t·ω_i)]", atol=1e-3,
+            shape_hint="return (B, dim), one row per time: the dim/2 cosines, then the dim/2 sines "
+                       "(half = dim // 2, not a fixed 128)")
+
+
+# ---------------------------------------------------------------------------------------------
+# lesson 06: patchify, adaLN-Zero, classifier-free guidance
+# ---------------------------------------------------------------------------------------------
+
+_PLAIN_RESHAPE = ("a plain reshape does not cut patches: it groups pixels that are neighbours in memory (runs of a "
+                  "row), not p×p squares; split H into (H/p, p) and W into (W/p, p), permute to "
+                  "(B, H/p, W/p, p, p, C), then flatten")
+
+
+@_check("patchify", "matches minisd3.patches.patchify")
+def check_patchify(patchify: Callable) -> None:
+    """Check ``patchify(x, patch_size)``: (B, C, H, W) → (B, N, p·p·C), N = (H/p)·(W/p) patches in row-major
+    order, each patch's features ordered (p_row, p_col, channel), as :func:`minisd3.patches.patchify`."""
+    gen = make_generator(601)
+    for shape, p in (((2, 3, 8, 12), 2), ((3, 2, 8, 8), 4)):
+        x = randn(shape, gen)
+        batch, channels = shape[0], shape[1]
+        got = _call(patchify, "patchify", x, p)
+
+        def layout(pattern):
+            return rearrange(x, f"b c (h p) (w q) -> {pattern}", p=p, q=p)
+
+        _compare(got, patches.patchify(x, p), [
+            ("patches in column-major order (a transposed patch grid): number them row by row, token "
+             "n = row·(W/p) + col, as einops' `(h w)`, not `(w h)`", layout("b (w h) (p q c)")),
+            ("features ordered channel-first (channel, p_row, p_col); the course and SD3 flatten each patch as "
+             "(p_row, p_col, channel), channel last", layout("b (h w) (c p q)")),
+            ("patches in column-major order and features channel-first: tokens go row by row (`(h w)`) and "
+             "each patch flattens as (p_row, p_col, channel)", layout("b (w h) (c p q)")),
+            ("each patch read column by column: flatten it as (p_row, p_col, channel), rows outer",
+             layout("b (h w) (q p c)")),
+            (_PLAIN_RESHAPE, x.reshape(batch, -1, p * p * channels)),
+            (_PLAIN_RESHAPE + " (moving the channels last first is not enough)",
+             x.permute(0, 2, 3, 1).reshape(batch, -1, p * p * channels)),
+        ], formula="the row-major patch tokens",
+            shape_hint="(B, C, H, W) becomes (B, N, p·p·C) with N = (H/p)·(W/p) tokens")
+
+
+@_check("unpatchify", "unpatchify(patchify(x)) gives x back, as minisd3.patches.unpatchify")
+def check_unpatchify(unpatchify: Callable) -> None:
+    """Check ``unpatchify(tokens, patch_size, grid)``: (B, rows·cols, p·p·C) → (B, C, rows·p, cols·p), the
+    inverse of :func:`minisd3.patches.patchify` for ``grid = (rows, cols)``, on a non-square grid."""
+    gen = make_generator(602)
+    for shape, p in (((2, 3, 8, 12), 2), ((3, 2, 8, 8), 4)):
+        x = randn(shape, gen)
+        batch, channels, height, width = shape
+        grid = (height // p, width // p)
+        tokens = patches.patchify(x, p)
+        got = _call(unpatchify, "unpatchify", tokens, p, grid)
+
+        def layout(pattern):
+            return rearrange(tokens, f"{pattern} -> b c (h p) (w q)", h=grid[0], w=grid[1], p=p, q=p)
+
+        _compare(got, x, [
+            ("not the inverse of patchify: you read the tokens in column-major order (`(w h)`); patchify "
+             "numbers the patches row by row, token n = row·cols + col", layout("b (w h) (p q c)")),
+            ("not the inverse of patchify: you read each token's features channel-first (channel, p_row, p_col); "
+             "patchify wrote them (p_row, p_col, channel)", layout("b (h w) (c p q)")),
+            ("not the inverse of patchify: you read each patch column by column; its features are "
+             "(p_row, p_col, channel), rows outer", layout("b (h w) (q p c)")),
+            ("not the inverse of patchify: a plain reshape of the tokens does not put the p×p squares back; "
+             "undo patchify's steps in reverse (unflatten, permute back, merge (rows, p) into H)",
+             tokens.reshape(batch, channels, height, width)),
+        ], formula="x (unpatchify(patchify(x)) must give x back)",
+            shape_hint=f"for tokens (B, N, p·p·C) and grid = (rows, cols) = {grid} return (B, C, rows·p, cols·p) "
+                       "with C = features/(p·p); rows is the first entry of grid")
+
+
+_MODULATE_HINT = ("shift and scale are (B, D), one vector per sample: write shift[:, None] and scale[:, None] "
+                  "(shape (B, 1, D)) to broadcast them over the L tokens of x (B, L, D)")
+
+
+@_check("modulate", "matches minisd3.blocks.modulate")
+def check_modulate(modulate: Callable) -> None:
+    """Check ``modulate(x, shift, scale)`` → x·(1 + scale) + shift, with (B, D) shift and scale broadcast over
+    the tokens of x (B, L, D); the second case has B = L, where a missing broadcast still runs."""
+    gen = make_generator(603)
+    for batch, length, dim in ((3, 5, 8), (4, 4, 6)):
+        x = randn((batch, length, dim), gen)
+        shift, scale = randn((batch, dim), gen), 0.5 * randn((batch, dim), gen)
+        got = _call(modulate, "modulate", x, shift, scale, hint=_MODULATE_HINT)
+        b, s = shift[:, None], scale[:, None]
+        mutations = [
+            ("missing the 1 +: modulate(x) = x·(1 + scale) + shift, so that scale = shift = 0 (adaLN-Zero's "
+             "start) leaves x unchanged", x * s + b),
+            ("shift and scale swapped: multiply by (1 + scale), then add shift", x * (1 + b) + s),
+            ("shift added before scaling: (x + shift)·(1 + scale); add it after, x·(1 + scale) + shift",
+             (x + b) * (1 + s)),
+        ]
+        if batch == length:
+            mutations.append((f"no broadcasting over tokens: with B = L = {batch}, (B, D) lines up with the tokens "
+                              "(L, D), so token l got sample l's scale; " + _MODULATE_HINT,
+                              x * (1 + scale[None]) + shift[None]))
+        _compare(got, blocks.modulate(x, shift, scale), mutations, formula="x·(1 + scale) + shift",
+                 shape_hint=_MODULATE_HINT)
+
+
+@_check("cfg_combine", "matches minisd3.guidance.cfg_combine")
+def check_cfg_combine(cfg_combine: Callable) -> None:
+    """Check ``cfg_combine(v_uncond, v_cond, w)`` → v_∅ + w·(v_c − v_∅) for w = 4, 1.5, 0 and 1."""
+    gen = make_generator(604)
+    for w, shape in ((4.0, (16, 2)), (1.5, (4, 1, 8, 8)), (0.0, (16, 2)), (1.0, (16, 2))):
+        v_u, v_c = randn(shape, gen), randn(shape, gen)
+        got = _call(cfg_combine, "cfg_combine", v_u, v_c, w)
+        _compare(got, guidance.cfg_combine(v_u, v_c, w), [
+            ("conditional and unconditional swapped: v = v_uncond + w·(v_cond − v_uncond), so that w = 0 gives "
+             "v_uncond and w = 1 gives v_cond", v_c + w * (v_u - v_c)),
+            ("sign flipped: guidance moves from v_uncond towards v_cond and past it, + w·(v_cond − v_uncond)",
+             v_u - w * (v_c - v_u)),
+            ("w applied to v_cond only: w multiplies the difference, v_uncond + w·(v_cond − v_uncond) "
+             "(= w·v_cond + (1 − w)·v_uncond)", v_u + w * v_c),
+            ("w applied to v_cond only and v_uncond dropped: v = w·v_cond + (1 − w)·v_uncond", w * v_c),
+            ("w applied to v_cond only: the weights of w·v_cond + (1 − w)·v_uncond sum to 1, "
+             "the sign of (1 − w) included", w * v_c - (1 - w) * v_u),
+            ("forgot to add v_uncond back: v = v_uncond + w·(v_cond − v_uncond)", w * (v_c - v_u)),
+            ("started from v_cond: v_cond + w·(v_cond − v_uncond) is guidance with scale w + 1; in this course "
+             "w = 1 must give the conditional model, so start from v_uncond", v_c + w * (v_c - v_u)),
+        ], formula="v_uncond + w·(v_cond − v_uncond)")
+
+
+# ---------------------------------------------------------------------------------------------
+# lesson 07: MM-DiT joint attention and QK-norm
+# ---------------------------------------------------------------------------------------------
+
+def _joint_attention_reference(streams: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """The package's joint attention (:func:`minisd3.attention.joint_attention` with its SDPA core)."""
+    return attention.joint_attention(attention.AttentionCore(), streams)
+
+
+def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaled: bool = True,
+                       softmax_dim: int = -1) -> torch.Tensor:
+    """softmax(QKᵀ/√d)V per head, written out (for the wrong variants: no 1/√d, softmax over the queries)."""
+    logits = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5 if scaled else 1.0)
+    return logits.softmax(dim=softmax_dim) @ v
+
+
+def _joint_variant(streams, order=None, scaled=True, softmax_dim=-1, merge="b h l d -> b l (h d)"):
+    """Joint attention with one knob turned: concatenation ``order`` (split in the given order regardless),
+    no 1/√d, softmax over the queries, or heads merged as (d h)."""
+    order = order or list(range(len(streams)))
+    q, k, v = (torch.cat([streams[i][j] for i in order], dim=2) for j in range(3))
+    out = rearrange(_softmax_attention(q, k, v, scaled, softmax_dim), merge)
+    return list(out.split([q_i.shape[2] for q_i, _, _ in streams], dim=1))
+
+
+def _stream_outputs(got, streams) -> list[torch.Tensor]:
+    """The learner's per-stream outputs, after checking the container, their number and their shapes."""
+    if not isinstance(got, (list, tuple)):
+        described = f"a tensor of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
+        raise Mistake(f"should return a list with one output per stream, got {described}: split the joint output "
+                      "back into the streams")
+    if len(got) != len(streams):
+        raise Mistake(f"returned {len(got)} outputs for {len(streams)} streams: split the joint output into one "
+                      "output per stream, in the order given")
+    if not all(isinstance(out, torch.Tensor) for out in got):
+        raise Mistake(f"each output should be a torch.Tensor, got {[type(out).__name__ for out in got]}")
+    wanted = [(q.shape[0], q.shape[2], q.shape[1] * v.shape[3]) for q, _, v in streams]
+    shapes = [tuple(out.shape) for out in got]
+    if shapes == wanted:
+        return list(got)
+    if shapes == wanted[::-1]:
+        raise Mistake("returned the outputs in reversed order: give back one output per stream in the order the "
+                      "streams came in")
+    if shapes == [tuple(v.shape) for _, _, v in streams]:
+        raise Mistake("forgot to merge the heads: each output is (B, H, L_i, d); rearrange it to (B, L_i, H·d) "
+                      "(minisd3.attention.merge_heads)")
+    lengths = [q.shape[2] for q, _, _ in streams]
+    raise Mistake(f"wrong split lengths/order: the outputs have shapes {shapes}, expected {wanted} = (B, L_i, H·d); "
+                  f"split the joint output along the sequence with the streams' lengths {lengths}, in the order given")
+
+
+_JOINT_HINT = ("concatenate q, k and v of the streams along the sequence axis, dim 2 of (B, H, L_i, d) — not along "
+               "the heads (dim 1) or the features (dim 3)")
+
+
+@_check("joint_attention", "matches minisd3.attention.joint_attention")
+def check_joint_attention(joint_attention: Callable) -> None:
+    """Check ``joint_attention(streams)``: streams a list of (q, k, v), each (B, H, L_i, d); concatenate along
+    the sequence, one softmax(QKᵀ/√d)V, split back to (B, L_i, H·d) per stream, in order."""
+    gen = make_generator(701)
+    for batch, heads, lengths, head_dim in ((2, 2, (3, 8), 4), (1, 4, (6, 4), 8)):
+        streams = [tuple(randn((batch, heads, length, head_dim), gen) for _ in range(3)) for length in lengths]
+        given = [tuple(tensor.clone() for tensor in stream) for stream in streams]
+        got = _call(joint_attention, "joint_attention", given, hint=_JOINT_HINT)
+        if not all(torch.equal(a, b) for stream, copy in zip(streams, given) for a, b in zip(stream, copy)):
+            raise Mistake("joint_attention changed one of the streams' q, k or v in place; compute new tensors instead "
+                          "(write q = q / s, not q /= s)")
+        got = _stream_outputs(got, streams)
+        separate = [rearrange(_softmax_attention(q, k, v), "b h l d -> b l (h d)") for q, k, v in streams]
+        mutations = [
+            ("separate attention per stream (no cross-talk): concatenate both streams' q, k, v along the sequence "
+             "for one attention, so every word sees every patch and every patch every word", separate),
+            ("wrong split order: the streams were concatenated in one order and split in another; concatenate in "
+             "the order given and split with the lengths in that same order", _joint_variant(streams, order=[1, 0])),
+            ("missing the 1/√d scale: softmax(QKᵀ/√d)V, d the head dimension", _joint_variant(streams, scaled=False)),
+            ("softmax over the wrong axis: normalise each query's weights over the keys, the last axis of QKᵀ",
+             _joint_variant(streams, softmax_dim=-2)),
+            ("heads merged in the wrong order: (B, H, L, d) → (B, L, H·d) puts head 0's d features first "
+             "(rearrange 'b h l d -> b l (h d)')", _joint_variant(streams, merge="b h l d -> b l (d h)")),
+        ]
+        _compare(torch.cat(got, dim=1), torch.cat(_joint_attention_reference(streams), dim=1),
+                 [(message, torch.cat(outputs, dim=1)) for message, outputs in mutations],
+                 formula="softmax(QKᵀ/√d)V over the joint sequence")
+
+
+def _rms_norm_reference(u: torch.Tensor, gain: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The package's QK-norm layer (``nn.RMSNorm`` over the head dimension, as in :class:`minisd3.attention.QKV`)
+    with gain ``gain``: u / √(mean(u²) + ε) · g."""
+    norm = nn.RMSNorm(u.shape[-1], eps=eps)
+    with torch.no_grad():
+        norm.weight.copy_(gain)
+        return norm(u)
+
+
+@_check("rms_norm", "matches the package's QK-norm (torch.nn.RMSNorm over the head dimension)")
+def check_rms_norm(rms_norm: Callable) -> None:
+    """Check ``rms_norm(u, gain, eps=1e-6)`` → u / √(mean(u²) + ε) · g over the last axis of u (B, H, L, d), g (d,).
+
+    One token is tiny, so that ε matters there; the second case passes eps = 0.01."""
+    gen = make_generator(702)
+    for shape, eps in (((2, 3, 5, 8), None), ((1, 2, 4, 16), 1e-2)):
+        u = 1.5 * randn(shape, gen)
+        u[0, 0, 1] = u[0, 0, 1] * 1e-4
+        gain = 1 + 0.5 * randn((shape[-1],), gen)
+        eps_args = {} if eps is None else {"eps": eps}
+        got = _call(rms_norm, "rms_norm", u, gain, **eps_args,
+                    hint="normalise over the last axis with keepdim=True so the RMS broadcasts against u")
+        e = 1e-6 if eps is None else eps
+
+        def mean_square(dim=-1):
+            return (u**2).mean(dim, keepdim=True)
+
+        centred = u - u.mean(-1, keepdim=True)
+        mutations = [
+            ("subtracted the mean: that is LayerNorm; RMSNorm only divides by the root mean square, "
+             "u / √(mean(u²) + ε) · g", centred / ((centred**2).mean(-1, keepdim=True) + e).sqrt() * gain),
+            ("normalised over the sequence axis (dim 2); QK-norm normalises each token's d features in each head: "
+             "the mean runs over the last axis (head dimension)", u / (mean_square(2) + e).sqrt() * gain),
+            ("normalised over the heads axis (dim 1); the mean runs over the last axis, the head dimension d",
+             u / (mean_square(1) + e).sqrt() * gain),
+            ("missing gain: multiply by the learnable gain g (one number per feature of the head dimension)",
+             u / (mean_square() + e).sqrt()),
+            ("missing ε: divide by √(mean(u²) + ε); without ε a token whose features are all near 0 is blown up "
+             "to full size (or to inf at exactly 0)",
+             u / mean_square().sqrt() * gain),
+            ("ε belongs inside the square root: √(mean(u²) + ε), not √mean(u²) + ε",
+             u / (mean_square().sqrt() + e) * gain),
+            ("missing the square root: divide by √(mean(u²) + ε), the root mean square", u / (mean_square() + e) * gain),
+            ("summed u² over the head dimension; the RMS takes the mean, √(mean(u²) + ε)",
+             u / ((u**2).sum(-1, keepdim=True) + e).sqrt() * gain),
+        ]
+        if eps is not None:
+            mutations.append(("ignored the eps argument: use the ε you are given (default 1e-6)",
+                              u / (mean_square() + 1e-6).sqrt() * gain))
+        _compare(got, _rms_norm_reference(u, gain, e), mutations, formula="u / √(mean(u²) + ε) · g",
+                 shape_hint="return a tensor shaped like u (normalise with keepdim=True)")

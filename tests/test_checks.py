@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 
-from minisd3 import checks, ddpm, ode, rectified_flow, timesteps
+from minisd3 import blocks, checks, ddpm, embeddings, guidance, ode, patches, rectified_flow, timesteps
 from minisd3.checks import CHECKS, LESSON_CHECKS, CheckResult
 from minisd3.validation import expand_time
 
@@ -23,6 +25,13 @@ REFERENCES = {
     "straightness": rectified_flow.straightness,
     "sample_logit_normal": timesteps.sample_logit_normal,
     "shift_time": timesteps.shift_time,
+    "timestep_embedding": embeddings.timestep_embedding,
+    "patchify": patches.patchify,
+    "unpatchify": patches.unpatchify,
+    "modulate": blocks.modulate,
+    "cfg_combine": guidance.cfg_combine,
+    "joint_attention": checks._joint_attention_reference,
+    "rms_norm": checks._rms_norm_reference,
 }
 
 
@@ -319,3 +328,146 @@ def test_sample_logit_normal_mistakes(fn, keyword, capsys):
 ])
 def test_shift_time_mistakes(fn, keyword, capsys):
     assert_rejects("shift_time", fn, keyword, capsys)
+
+
+# ----------------------------------------------------------------------------- lesson 05
+
+def embedding_variant(scale=1000.0, sin_first=False, divisor=None, sign=-1.0, fixed_half=None, interleave=False):
+    def timestep_embedding(t, dim=256):
+        half = fixed_half or dim // 2
+        freqs = torch.exp(sign * math.log(10000) * torch.arange(half) / (divisor(half) if divisor else half))
+        angles = scale * t[:, None] * freqs[None]
+        parts = [torch.sin(angles), torch.cos(angles)] if sin_first else [torch.cos(angles), torch.sin(angles)]
+        return torch.stack(parts, dim=2).flatten(1) if interleave else torch.cat(parts, dim=1)
+    return timestep_embedding
+
+
+@pytest.mark.parametrize("fn, keyword", [
+    (embedding_variant(scale=1.0), "not scaled by 1000"),
+    (embedding_variant(sin_first=True), "swapped"),
+    (embedding_variant(divisor=lambda half: half - 1), "half − 1"),
+    (embedding_variant(sign=1.0), "minus"),
+    (embedding_variant(interleave=True), "interleaved"),
+    (embedding_variant(fixed_half=128), "wrong shape"),
+    (lambda t, dim=256: embeddings.timestep_embedding(t, dim).T, "wrong shape"),
+])
+def test_timestep_embedding_mistakes(fn, keyword, capsys):
+    assert_rejects("timestep_embedding", fn, keyword, capsys)
+
+
+# ----------------------------------------------------------------------------- lesson 06
+
+def patchify_variant(pattern):
+    return lambda x, p: rearrange(x, f"b c (h p) (w q) -> {pattern}", p=p, q=p)
+
+
+@pytest.mark.parametrize("fn, keyword", [
+    (patchify_variant("b (w h) (p q c)"), "column-major"),
+    (patchify_variant("b (h w) (c p q)"), "channel-first"),
+    (lambda x, p: x.reshape(x.shape[0], -1, p * p * x.shape[1]), "plain reshape"),
+    (lambda x, p: patches.patchify(x, p).transpose(1, 2), "wrong shape"),
+])
+def test_patchify_mistakes(fn, keyword, capsys):
+    assert_rejects("patchify", fn, keyword, capsys)
+
+
+def unpatchify_variant(pattern, swap_grid=False):
+    def unpatchify(tokens, p, grid):
+        h, w = grid[::-1] if swap_grid else grid
+        return rearrange(tokens, f"{pattern} -> b c (h p) (w q)", h=h, w=w, p=p, q=p)
+    return unpatchify
+
+
+@pytest.mark.parametrize("fn, keyword", [
+    (unpatchify_variant("b (w h) (p q c)"), "column-major"),
+    (unpatchify_variant("b (h w) (c p q)"), "channel-first"),
+    (unpatchify_variant("b (h w) (p q c)", swap_grid=True), "first entry of grid"),
+    (lambda tokens, p, grid: tokens.reshape(tokens.shape[0], -1, grid[0] * p, grid[1] * p), "not the inverse"),
+])
+def test_unpatchify_mistakes(fn, keyword, capsys):
+    assert_rejects("unpatchify", fn, keyword, capsys)
+
+
+@pytest.mark.parametrize("fn, keyword", [
+    (lambda x, shift, scale: x * scale[:, None] + shift[:, None], "1 +"),
+    (lambda x, shift, scale: x * (1 + shift[:, None]) + scale[:, None], "swapped"),
+    (lambda x, shift, scale: (x + shift[:, None]) * (1 + scale[:, None]), "before scaling"),
+    (lambda x, shift, scale: x * (1 + scale) + shift, "broadcast"),
+    (lambda x, shift, scale: x * (1 + scale[None]) + shift[None] if x.shape[0] == x.shape[1]
+     else blocks.modulate(x, shift, scale), "no broadcasting over tokens"),
+])
+def test_modulate_mistakes(fn, keyword, capsys):
+    assert_rejects("modulate", fn, keyword, capsys)
+
+
+@pytest.mark.parametrize("fn, keyword", [
+    (lambda v_u, v_c, w: v_u + w * v_c, "v_cond only"),
+    (lambda v_u, v_c, w: w * v_c, "v_cond only"),
+    (lambda v_u, v_c, w: w * v_c - (1 - w) * v_u, "v_cond only"),
+    (lambda v_u, v_c, w: v_u - w * (v_c - v_u), "sign"),
+    (lambda v_u, v_c, w: v_c + w * (v_u - v_c), "swapped"),
+    (lambda v_u, v_c, w: v_c + w * (v_c - v_u), "w + 1"),
+])
+def test_cfg_combine_mistakes(fn, keyword, capsys):
+    assert_rejects("cfg_combine", fn, keyword, capsys)
+
+
+# ----------------------------------------------------------------------------- lesson 07
+
+def joint_variant(separate=False, cat_dim=2, reverse_cat=False, reverse_out=False, merge=True, equal_split=False):
+    def joint_attention(streams):
+        if separate:
+            return [rearrange(F.scaled_dot_product_attention(q, k, v), "b h l d -> b l (h d)") for q, k, v in streams]
+        lengths = [q.shape[2] for q, _, _ in streams]
+        ordered = streams[::-1] if reverse_cat else streams
+        q, k, v = (torch.cat(parts, dim=cat_dim) for parts in zip(*ordered))
+        out = F.scaled_dot_product_attention(q, k, v)
+        if not merge:
+            outs = list(out.split(lengths, dim=2))
+        else:
+            out = rearrange(out, "b h l d -> b l (h d)")
+            total = sum(lengths)
+            outs = list(out.split([total // 2, total - total // 2] if equal_split else lengths, dim=1))
+        return outs[::-1] if reverse_out else outs
+    return joint_attention
+
+
+@pytest.mark.parametrize("fn, keyword", [
+    (joint_variant(separate=True), "no cross-talk"),
+    (joint_variant(cat_dim=1), "sequence axis"),
+    (joint_variant(cat_dim=3), "sequence axis"),
+    (joint_variant(reverse_cat=True), "split order"),
+    (joint_variant(reverse_out=True), "reversed order"),
+    (joint_variant(equal_split=True), "split lengths"),
+    (joint_variant(merge=False), "merge the heads"),
+    (lambda streams: torch.cat(checks._joint_attention_reference(streams), dim=1), "one output per stream"),
+    (lambda streams: checks._joint_attention_reference([(q.div_(2), k, v) for q, k, v in streams]), "in place"),
+])
+def test_joint_attention_mistakes(fn, keyword, capsys):
+    assert_rejects("joint_attention", fn, keyword, capsys)
+
+
+def rms_variant(centre=False, dim=-1, gain=True, eps_inside=True, use_eps=True, root=True):
+    def rms_norm(u, g, eps=1e-6):
+        x = u - u.mean(-1, keepdim=True) if centre else u
+        mean_square = (x**2).mean(dim, keepdim=True)
+        e = eps if use_eps else 0.0
+        denominator = (mean_square + e).sqrt() if eps_inside else mean_square.sqrt() + e
+        out = x / (denominator if root else mean_square + e)
+        return out * g if gain else out
+    return rms_norm
+
+
+@pytest.mark.parametrize("fn, keyword", [
+    (rms_variant(centre=True), "LayerNorm"),
+    (rms_variant(dim=2), "sequence"),
+    (rms_variant(dim=1), "heads"),
+    (rms_variant(gain=False), "gain"),
+    (rms_variant(use_eps=False), "missing ε"),
+    (rms_variant(eps_inside=False), "inside the square root"),
+    (rms_variant(root=False), "square root"),
+    (lambda u, g, eps=1e-6: rms_variant()(u, g), "eps argument"),
+    (lambda u, g, eps=1e-6: (u / (u**2).mean(-1).add(eps).sqrt() * g), "keepdim"),
+])
+def test_rms_norm_mistakes(fn, keyword, capsys):
+    assert_rejects("rms_norm", fn, keyword, capsys)

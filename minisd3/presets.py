@@ -14,10 +14,13 @@ class TrainConfig:
     """Everything a run needs; saved in every checkpoint's state.json."""
 
     # data
-    data: str = "shapes"  # shapes | digits | cifar10
+    data: str = "shapes"  # shapes | digits | cifar10 | imagefolder (imagefolder: in latents only)
     data_root: str = "data/datasets"
     download: bool = False
-    image_size: int = 24
+    image_size: int = 24  # the side the model sees: pixels, or latents when `latents` is set
+    # latent space: a cache made by `python -m minisd3 encode-latents` (empty: train on pixels)
+    latents: str = ""
+    autoencoder: str = ""  # decoder folder; empty: the one recorded in the cache
     # model: an MM-DiT conditioned on captions by a small text encoder trained with it
     depth: int = 4
     heads: int = 4
@@ -61,6 +64,9 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a positive value, got {getattr(self, name)}")
         if self.data not in DATA_KINDS:
             raise ValueError(f"data: expected one of {DATA_KINDS}, got {self.data!r}")
+        if self.data == "imagefolder" and not self.latents:
+            raise ValueError("latents: an ImageFolder is trained in latent space; expected the path of a latent cache "
+                             "(python -m minisd3 encode-latents --data imagefolder ...), got ''")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size: expected a multiple of patch_size {self.patch_size}, got {self.image_size}")
         if self.batch_size % self.grad_accum:
@@ -74,11 +80,12 @@ class TrainConfig:
         return self
 
 
-DATA_KINDS = ("shapes", "digits", "cifar10")
+DATA_KINDS = ("shapes", "digits", "cifar10", "imagefolder")
 
 PRESETS: dict[str, dict] = {
-    # the README's main job: a text-conditioned MM-DiT on generated shapes, on a laptop CPU
-    "shapes": {},
+    # the README's main job: a text-conditioned MM-DiT on generated shapes, ≤ 10 min on 2 CPU cores
+    "shapes": dict(image_size=24, patch_size=4, depth=4, heads=4, head_dim=32, batch_size=32, lr=2e-3,
+                   warmup_steps=200, max_steps=3000, sample_every=1000, ckpt_every=1000),
     # class names as one-word captions ("zero" … "nine"), 8×8 digits from scikit-learn
     "digits": dict(data="digits", image_size=8, depth=3, heads=4, head_dim=32, batch_size=128, max_steps=3000,
                    sample_cfg=2.0),
@@ -86,6 +93,13 @@ PRESETS: dict[str, dict] = {
     "cifar10": dict(data="cifar10", image_size=32, depth=12, heads=12, head_dim=64, batch_size=256, lr=2e-4,
                     warmup_steps=1000, max_steps=100_000, ema_decay=0.9999, log_every=100, sample_every=5000,
                     ckpt_every=5000, compile=True, sample_steps=50, sample_cfg=1.5, eval_samples=10_000),
+    # any ImageFolder (ImageNet's train/) at 256², encoded once to 32×32 latents by an f = 8 autoencoder
+    # (e.g. SD3's VAE: python -m minisd3 encode-latents --data imagefolder --data-root ROOT
+    #  --autoencoder VAE_DIR --out data/latents/imagefolder-256 --dtype float16); captions = class folder names
+    "imagenet-latents": dict(data="imagefolder", latents="data/latents/imagefolder-256", image_size=32, depth=12,
+                             heads=12, head_dim=64, batch_size=256, lr=1e-4, warmup_steps=1000, max_steps=200_000,
+                             ema_decay=0.9999, log_every=100, sample_every=5000, ckpt_every=5000, compile=True,
+                             sample_steps=50, sample_cfg=3.0, eval_samples=10_000),
 }
 
 

@@ -23,14 +23,6 @@ from minisd3.seeding import make_generator
 T = 1000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A thousand small reverse steps run far faster on one thread when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def independent_linear_alpha_bars(num_steps=T):
     betas = np.linspace(1e-4, 0.02, num_steps, dtype=np.float64) * (1000 / num_steps)
@@ -145,7 +137,8 @@ class GaussianOracle:
     """The exact ε̂ for x0 ~ N(μ, σ²I): E[ε | x_k] = √(1 − ᾱ_k)/(ᾱ_kσ² + 1 − ᾱ_k)·(x_k − √ᾱ_k·μ)."""
 
     def __init__(self, schedule, mu, std):
-        self.alpha_bars, self.mu, self.std, self.T = schedule.alpha_bars.double(), mu, std, schedule.num_steps
+        self.alpha_bars, self.T = schedule.alpha_bars.double(), schedule.num_steps
+        self.mu, self.std = mu, std
 
     def __call__(self, x, t):
         k = torch.round(t.double() * self.T).long() - 1  # t = (k + 1)/T

@@ -11,14 +11,6 @@ from minisd3.toy2d import sample_8gaussians
 from minisd3.training import RECIPES, row_sampler, train, train_ddpm, train_rectified_flow, train_reflow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks train fastest on one thread; two threads on a busy machine spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def small_model(seed=0):
     torch.manual_seed(seed)

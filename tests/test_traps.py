@@ -34,15 +34,6 @@ def logit_normal_pdf(t):
     return stats.norm.pdf(math.log(t / (1 - t))) / (t * (1 - t))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks train fastest on one thread; two threads on a busy machine spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data():
     return MEAN + STD * torch.randn(400_000, 1, generator=make_generator(0), dtype=torch.float64)
@@ -78,7 +69,7 @@ def test_multiplying_the_logit_normal_sample_into_the_loss_is_a_different_object
         assert abs(wrong.item() - target) > 0.2 * target
 
 
-def test_density_weighting_matches_sampling_for_a_network_too(one_thread):
+def test_density_weighting_matches_sampling_for_a_network_too():
     model = TimeMLP((2,), hidden=32, depth=2, time_dim=16)
     torch.manual_seed(0)
     for p in model.parameters():  # a fixed, clearly t-dependent field
@@ -116,7 +107,7 @@ def test_the_field_that_training_fits_carries_noise_to_the_data():
     assert (flipped - x0).norm(dim=1).min() > 1
 
 
-def test_a_trained_network_samples_onto_its_one_point_data_set(one_thread):
+def test_a_trained_network_samples_onto_its_one_point_data_set():
     torch.manual_seed(0)
     model = TimeMLP((2,), hidden=64, depth=2, time_dim=16)
     losses = train_rectified_flow(model, lambda n, generator: X0.expand(n, 2).clone(), steps=300, batch_size=128,

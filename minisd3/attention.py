@@ -69,3 +69,75 @@ def joint_attention(core: AttentionCore, streams: list[tuple[torch.Tensor, torch
     q, k, v = (torch.cat(parts, dim=2) for parts in zip(*streams))
     out = merge_heads(core(q, k, v))
     return list(out.split(lengths, dim=1))
+
+
+def attention_cores(model: nn.Module) -> list[AttentionCore]:
+    """Every :class:`AttentionCore` inside ``model``, in module order (one per block of a DiT or MM-DiT)."""
+    return [module for module in model.modules() if isinstance(module, AttentionCore)]
+
+
+def keep_attention_logits(model: nn.Module, keep: bool = True) -> list[AttentionCore]:
+    """Turn ``keep_logits`` on (or off) in every attention core of ``model`` and return the cores.
+
+    While on, each core computes softmax(QKᵀ/√d)V explicitly and keeps its last logits in ``.logits``.
+    """
+    cores = attention_cores(model)
+    if not cores:
+        raise ValueError(f"model: expected a module containing AttentionCore layers, got a {type(model).__name__} "
+                         "without any")
+    for core in cores:
+        core.keep_logits = keep
+        if not keep:
+            core.logits = None
+    return cores
+
+
+def _check_logits(logits, name: str = "logits") -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 4 or logits.shape[-1] != logits.shape[-2]:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"{name}: expected attention logits of shape (B, H, L, L), got {got}")
+    return logits
+
+
+def attention_statistics(logits: torch.Tensor) -> tuple[float, float]:
+    """(largest logit, mean entropy) of one attention's logits S = QKᵀ/√d, shape (B, H, L, L):
+
+        max logit = max_{b,h,i,j} S_bhij
+        entropy   = mean_{b,h,i} −Σ_j P_bhij · log P_bhij,   P = softmax_j(S),   0 ≤ entropy ≤ log L
+
+    Entropy near 0 means each query puts all its weight on one key (collapsed attention);
+    log L means it spreads it evenly over all L keys.
+    """
+    logits = _check_logits(logits).float()
+    log_p = logits.log_softmax(dim=-1)
+    entropy = -(log_p.exp() * log_p).sum(dim=-1).mean()
+    return float(logits.max()), float(entropy)
+
+
+def word_patch_attention(logits: torch.Tensor, word_index: int, context_length: int, grid: tuple[int, int],
+                         direction: str = "patches_to_word") -> torch.Tensor:
+    """Attention between one context token and every image patch, averaged over heads, as a patch grid.
+
+    The joint sequence is [context (L_c tokens); image (N = rows·cols patches)] and P = softmax_j(S)
+    over all its L_c + N keys. For the token w = ``word_index``:
+
+        "patches_to_word":  A[b, n] = mean_h P[b, h, L_c + n, w]   the weight patch n's query gives the word
+        "word_to_patches":  A[b, n] = mean_h P[b, h, w, L_c + n]   the weight the word's query gives patch n
+
+    Returns A reshaped to (B, rows, cols), patches in row-major order.
+    """
+    logits = _check_logits(logits)
+    rows, cols = grid
+    if context_length < 1 or context_length + rows * cols != logits.shape[-1]:
+        raise ValueError(f"context_length, grid: expected context_length + rows·cols = {logits.shape[-1]} tokens, "
+                         f"got {context_length} + {rows}·{cols}")
+    if not 0 <= word_index < context_length:
+        raise ValueError(f"word_index: expected a context position in [0, {context_length - 1}], got {word_index}")
+    probs = logits.float().softmax(dim=-1).mean(dim=1)  # (B, L, L), averaged over heads
+    if direction == "patches_to_word":
+        weights = probs[:, context_length:, word_index]
+    elif direction == "word_to_patches":
+        weights = probs[:, word_index, context_length:]
+    else:
+        raise ValueError(f"direction: expected 'patches_to_word' or 'word_to_patches', got {direction!r}")
+    return weights.reshape(-1, rows, cols)

@@ -156,8 +156,12 @@ def ddim_timesteps(schedule: NoiseSchedule, steps: int) -> torch.Tensor:
 
 
 def ddim_sample(model: NoiseModel, x_T: torch.Tensor, schedule: NoiseSchedule, steps: int,
-                return_trajectory: bool = False) -> torch.Tensor | Trajectory:
+                return_trajectory: bool = False, clip_x0: float | None = None) -> torch.Tensor | Trajectory:
     """Deterministic DDIM (η = 0), the probability-flow ODE of DDPM discretised, in ``steps`` steps.
+
+    ``clip_x0 = c`` clamps each x̂0 to [−c, c] (images live in [−1, 1]): at high noise x̂0 divides
+    the network's error by √ᾱ_k ≈ 0.006, and clipping stops that error from running away (diffusers'
+    ``clip_sample``).
 
     The trajectory's ``times`` are the model times t = (k + 1)/T of the visited steps, then 0;
     its ``velocities`` are the finite differences (x_next − x)/h so it plots like a flow's path.
@@ -171,6 +175,9 @@ def ddim_sample(model: NoiseModel, x_T: torch.Tensor, schedule: NoiseSchedule, s
             ab = ab_all[k]
             eps = model(x, schedule.model_time(k.expand(x.shape[0]).to(x.device)))
             x0_hat = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+            if clip_x0 is not None:
+                x0_hat = x0_hat.clamp(-clip_x0, clip_x0)
+                eps = (x - ab.sqrt() * x0_hat) / (1 - ab).sqrt()
             ab_next = ab_all[ks[i + 1]] if i + 1 < len(ks) else torch.ones((), device=x.device)
             x = ab_next.sqrt() * x0_hat + (1 - ab_next).sqrt() * eps
             states.append(x)

@@ -227,3 +227,14 @@ def test_eps_loss_of_zero_model_and_of_the_exact_eps():
     floor = (ab * STD**2 / (ab * STD**2 + 1 - ab)).mean().item()
     got = eps_loss(GaussianOracle(schedule, MU, STD), x0, schedule, make_generator(8)).item()
     assert got == pytest.approx(floor, rel=0.03)
+
+
+def test_ddim_clip_keeps_samples_in_range_and_is_inert_for_in_range_predictions():
+    schedule = linear_schedule()
+    x_T = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    wild = lambda x, t: 30 * torch.ones_like(x)  # noqa: E731  a badly wrong ε̂: x̂0 far outside [−1, 1]
+    assert ddim_sample(wild, x_T, schedule, 10).abs().max() > 10
+    assert ddim_sample(wild, x_T, schedule, 10, clip_x0=1.0).abs().max() <= 1.0 + 1e-5
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    small = 0.001 * x_T
+    assert torch.allclose(ddim_sample(zero, small, schedule, 5), ddim_sample(zero, small, schedule, 5, clip_x0=1.0))

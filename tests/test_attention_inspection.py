@@ -1,0 +1,36 @@
+"""Lesson 07's attention inspection: statistics and word-to-patch maps against direct computation."""
+import math
+
+import pytest
+import torch
+
+from minisd3.attention import attention_statistics, keep_attention_logits, word_patch_attention
+from minisd3.models import MMDiT, MMDiTConfig
+
+
+def test_statistics_of_uniform_and_peaked_attention():
+    assert attention_statistics(torch.zeros(2, 3, 5, 5)) == pytest.approx((0.0, math.log(5)))
+    peaked = torch.full((1, 1, 4, 4), -1e4)
+    peaked[..., 0] = 50.0
+    top, entropy = attention_statistics(peaked)
+    assert top == 50.0 and entropy == pytest.approx(0.0, abs=1e-6)
+
+
+def test_word_patch_maps_read_the_right_rows_and_columns():
+    logits = torch.randn(2, 3, 2 + 6, 2 + 6)
+    probs = logits.softmax(-1).mean(1)
+    to_word = word_patch_attention(logits, 1, 2, (2, 3))
+    from_word = word_patch_attention(logits, 1, 2, (2, 3), direction="word_to_patches")
+    assert torch.allclose(to_word, probs[:, 2:, 1].reshape(2, 2, 3))
+    assert torch.allclose(from_word, probs[:, 1, 2:].reshape(2, 2, 3))
+    with pytest.raises(ValueError, match="context_length, grid"):
+        word_patch_attention(logits, 0, 3, (2, 3))
+
+
+def test_kept_logits_cover_every_block_of_an_mmdit():
+    model = MMDiT(MMDiTConfig(input_size=8, in_channels=3, depth=2, heads=2, head_dim=8, context_dim=6, pooled_dim=6))
+    cores = keep_attention_logits(model)
+    model(torch.randn(1, 3, 8, 8), torch.rand(1), torch.randn(1, 4, 6), torch.randn(1, 6))
+    assert len(cores) == 2 and all(c.logits.shape == (1, 2, 4 + 16, 4 + 16) for c in cores)
+    with pytest.raises(ValueError, match="model: expected a module containing AttentionCore"):
+        keep_attention_logits(torch.nn.Linear(2, 2))

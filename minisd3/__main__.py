@@ -4,7 +4,8 @@
     exercises [--check]                 regenerate exercises/ from solutions/ (--check: list stale files, exit 1)
     grade NOTEBOOK [--lesson NN] [--json]
                                         run a practice notebook and score its checks (exit 2 if it cannot run)
-    train | sample | eval | bench       training engine commands (see minisd3/commands.py)
+    train | sample | eval | bench | autoencoder | encode-latents
+                                        training engine commands (see minisd3/commands.py)
 """
 from __future__ import annotations
 

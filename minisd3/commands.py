@@ -4,6 +4,14 @@
     torchrun --nproc-per-node=N -m minisd3 train --preset cifar10 --out runs/c10
     python -m minisd3 sample --ckpt runs/shapes --prompt "two red circles above one blue square" --out a.png
     python -m minisd3 eval --ckpt runs/shapes [--fid --inception-weights PATH]
+
+Latent space (lesson 08, :mod:`minisd3.latents`): train or bring an autoencoder, encode the data once, train on it
+
+    python -m minisd3 autoencoder --data cifar10 --channels 4 --factor 4 --out runs/ae-c10
+    python -m minisd3 encode-latents --data cifar10 --autoencoder runs/ae-c10 --out data/latents/c10
+    python -m minisd3 train --preset cifar10 --set latents=data/latents/c10 --set image_size=8 --out runs/c10-latent
+    python -m minisd3 encode-latents --data imagefolder --data-root ROOT --autoencoder VAE --out data/latents/imagefolder-256
+    python -m minisd3 train --preset imagenet-latents --out runs/imagenet
 """
 from __future__ import annotations
 
@@ -62,6 +70,8 @@ def _sample(args: argparse.Namespace) -> int:
         prompt = args.prompt
     images = model.sample([prompt] * args.n, steps=args.steps, cfg=args.cfg, shift=args.shift, method=args.method,
                           generator=make_generator(args.seed))
+    if config.latents:
+        images = make_source(config).to_images(images)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_image(((images.float() + 1) / 2).clamp(0, 1), args.out, nrow=min(args.n, 8))
     print(f"{args.out}: {args.n} samples of {prompt!r} ({args.steps} {args.method} steps, cfg {args.cfg}, shift {args.shift})")
@@ -80,8 +90,9 @@ def _eval(args: argparse.Namespace) -> int:
         if not hasattr(source, "images"):
             raise ValueError(f"--fid: FID compares with a real image set; {config.data!r} is generated, use the offline metrics")
         prompts = source.eval_prompts(args.samples, None)
-        images = generate(model, prompts, steps, cfg, config.shift, args.seed)
+        images = generate(model, prompts, steps, cfg, config.shift, args.seed, to_images=source.to_images)
         real = source.images[torch.randperm(len(source.images), generator=torch.Generator().manual_seed(0))[:args.samples]]
+        real = source.to_images(real.float().to(next(model.parameters()).device)).float().cpu().clamp(-1, 1)
         result["fid"] = fid(images, real, args.inception_weights, cuda=next(model.parameters()).is_cuda)
     print(json.dumps(result, indent=1))
     return 0
@@ -96,9 +107,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub) -> None:
-    """Register train, sample, eval and bench on an argparse sub-parser set."""
+    """Register train, sample, eval, bench, autoencoder and encode-latents on an argparse sub-parser set."""
+    from .latents import autoencoder_command, encode_latents_command
+
     p = sub.add_parser("train", help="train a text-conditioned MM-DiT from a preset")
-    p.add_argument("--preset", default="shapes", help="shapes (default, CPU), digits, cifar10")
+    p.add_argument("--preset", default="shapes", help="shapes (default, CPU), digits, cifar10, imagenet-latents")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.add_argument("--max-steps", type=int, help="same as --set max_steps=N")
     p.add_argument("--out", required=True, help="run directory: metrics.csv, samples/, checkpoints/")
@@ -140,6 +153,42 @@ def add_commands(sub) -> None:
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-diffusers", action="store_true")
     p.set_defaults(handler=lambda a, h=_bench: run_guarded(h, a))
+
+    p = sub.add_parser("autoencoder", help="train a small KL autoencoder, fit latent scale and shift, report PSNR/SSIM")
+    p.add_argument("--data", choices=["shapes", "digits", "cifar10"], default="shapes")
+    p.add_argument("--data-root", default="data/datasets", help="where CIFAR-10 is (or goes with --download)")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 first (about 170 MB)")
+    p.add_argument("--image-size", type=int, help="pixel side (default: 8 digits, 32 shapes and CIFAR-10)")
+    p.add_argument("--count", type=int, default=10_000, help="how many shapes images to generate")
+    p.add_argument("--channels", type=int, default=4, choices=[4, 8, 16], help="latent channels")
+    p.add_argument("--factor", type=int, default=4, choices=[2, 4], help="downsampling factor f")
+    p.add_argument("--width", type=int, default=32, help="channels of the first conv (doubled at each downsampling)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--beta", type=float, default=1e-4, help="weight of the KL term")
+    p.add_argument("--loss", choices=["mse", "l1"], default="mse", help="reconstruction loss")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="folder for autoencoder.safetensors and config.json")
+    p.set_defaults(handler=lambda a, h=autoencoder_command: run_guarded(h, a))
+
+    p = sub.add_parser("encode-latents", help="encode a data set once into a memory-mapped latent cache")
+    p.add_argument("--data", choices=["shapes", "digits", "cifar10", "imagefolder"], required=True)
+    p.add_argument("--data-root", default="data/datasets", help="CIFAR-10's folder, or the ImageFolder root")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 first (about 170 MB)")
+    p.add_argument("--image-size", type=int, help="pixel side (default 8 digits, 32 shapes, CIFAR-10; 256 ImageFolder)")
+    p.add_argument("--count", type=int, default=10_000, help="how many shapes images to generate")
+    p.add_argument("--autoencoder", required=True, help="a folder made by the autoencoder command, or an AutoencoderKL")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes reading an ImageFolder")
+    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage type of the latents")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="cache folder (latents.npy, labels.npy, latents.json)")
+    p.set_defaults(handler=lambda a, h=encode_latents_command: run_guarded(h, a))
 
 
 def run_guarded(handler, args) -> int:

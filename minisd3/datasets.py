@@ -7,11 +7,14 @@ contiguous slice of the same global batch (data sharding without a sampler's sta
     shapes    generated on the fly (:mod:`minisd3.shapes`), captions from its grammar
     digits    scikit-learn's 8×8 digits, captions "zero" … "nine"
     cifar10   CIFAR-10 train through torchvision, captions are the class names
+    latents   any of them (or an ImageFolder) encoded once by an autoencoder (:mod:`minisd3.latents`),
+              memory-mapped; samples are decoded to images by ``source.to_images``
 Finite data sets are visited in a fresh random permutation each epoch.
 """
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +32,15 @@ class MissingDatasetError(ValueError):
     """The data set is not on disk; the message says where to put it or how to download it."""
 
 
+class PixelSource:
+    """A source whose samples are images already; a latent source decodes them instead."""
+
+    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
+        return samples
+
+
 @dataclass
-class ShapesSource:
+class ShapesSource(PixelSource):
     """Generated shapes scenes; training uses the split's training (colour, shape) pairs only."""
 
     image_size: int = 24
@@ -49,7 +59,7 @@ class ShapesSource:
         return sample_shapes(n, generator, image_size=self.image_size, pairs=self.split.held_out_pairs)[1]
 
 
-class TensorSource:
+class TensorSource(PixelSource):
     """A finite labelled image set in [−1, 1], with class names as captions."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...], seed: int = 0):
@@ -78,6 +88,31 @@ class TensorSource:
         return [self.class_names[i % len(self.class_names)] for i in range(n)]
 
 
+class LatentSource(TensorSource):
+    """Cached latents z′ of an autoencoder (:mod:`minisd3.latents`), memory-mapped, with the cache's captions.
+
+    Rows are read from disk only when a batch asks for them; ``to_images`` decodes samples with
+    the autoencoder that made the cache (``autoencoder`` overrides its recorded path).
+    """
+
+    def __init__(self, cache: str | Path, seed: int = 0, autoencoder: str = "", data: str = "DATA"):
+        from .latents import read_latent_cache
+
+        self.cache = read_latent_cache(cache, autoencoder, data)
+        with warnings.catch_warnings():  # read-only mmap: the tensor shares it and is never written
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            latents = torch.from_numpy(self.cache.latents)
+        super().__init__(latents, torch.from_numpy(self.cache.labels), tuple(self.cache.captions), seed)
+        self.vocabulary = tuple(self.cache.vocabulary)
+
+    def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        latents, captions = super().batch(step, size, generator)
+        return latents.float(), captions
+
+    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
+        return self.cache.to_images(samples)
+
+
 CIFAR10_FOLDER = "cifar-10-batches-py"
 
 
@@ -98,7 +133,7 @@ def load_cifar10(root: str | Path, download: bool = False, train: bool = True) -
     if missing:
         raise MissingDatasetError(
             f"data_root: CIFAR-10 is not in {str(root)!r} (expected {folder} with {', '.join(missing)}). "
-            "Download it with --set download=true (about 170 MB), or put the extracted "
+            "Download it with --set download=true for train (--download for autoencoder and encode-latents; about 170 MB), or put the extracted "
             f"'{CIFAR10_FOLDER}' folder there."
         )
     rows, labels = [], []
@@ -112,7 +147,16 @@ def load_cifar10(root: str | Path, download: bool = False, train: bool = True) -
 
 
 def make_source(config):
-    """The data source a :class:`~minisd3.presets.TrainConfig` asks for."""
+    """The data source a :class:`~minisd3.presets.TrainConfig` asks for (a latent cache when ``latents`` is set)."""
+    if config.latents:
+        source = LatentSource(config.latents, config.seed, config.autoencoder, config.data)
+        if source.cache.data != config.data:
+            raise ValueError(f"data: the latent cache {config.latents!r} was encoded from {source.cache.data!r}, "
+                             f"got {config.data!r}")
+        if source.image_size != config.image_size:
+            raise ValueError(f"image_size: the latent cache holds {source.image_size}×{source.image_size} latents "
+                             f"(image_size is the side the model sees), got {config.image_size}")
+        return source
     if config.data == "shapes":
         return ShapesSource(config.image_size, config.seed)
     if config.data == "digits":
@@ -125,4 +169,5 @@ def make_source(config):
             raise ValueError(f"image_size: CIFAR-10 images are 32×32, got {config.image_size}")
         images, labels = load_cifar10(config.data_root, config.download)
         return TensorSource(images, labels, CIFAR10_CLASSES, config.seed)
-    raise ValueError(f"data: expected 'shapes', 'digits' or 'cifar10', got {config.data!r}")
+    raise ValueError(f"data: expected 'shapes', 'digits' or 'cifar10' (or any data with latents=CACHE), "
+                     f"got {config.data!r}")

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,19 +22,29 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 @torch.no_grad()
 def generate(model: TextToImage, prompts: list[str], steps: int, cfg: float, shift: float, seed: int,
-             batch: int = 64, method: str = "euler") -> torch.Tensor:
-    """Images in [−1, 1] for ``prompts``, in batches, reproducible from ``seed``."""
+             batch: int = 64, method: str = "euler", to_images: Callable[[torch.Tensor], torch.Tensor] | None = None
+             ) -> torch.Tensor:
+    """Images in [−1, 1] for ``prompts``, in batches, reproducible from ``seed``.
+
+    ``to_images`` turns the model's samples into images (a latent model's decoder, ``source.to_images``).
+    """
     generator = make_generator(seed)
-    chunks = [model.sample(prompts[i:i + batch], steps=steps, cfg=cfg, shift=shift, method=method,
-                           generator=generator).float().cpu() for i in range(0, len(prompts), batch)]
+    decode = to_images or (lambda x: x)
+    chunks = [decode(model.sample(prompts[i:i + batch], steps=steps, cfg=cfg, shift=shift, method=method,
+                                  generator=generator)).float().cpu() for i in range(0, len(prompts), batch)]
     return torch.cat(chunks).clamp(-1, 1)
 
 
 def offline_metrics(model: TextToImage, source, n: int, steps: int, cfg: float, shift: float, seed: int) -> dict:
-    """Sliced Wasserstein to real images, plus prompt adherence for shapes (held-out prompts)."""
+    """Sliced Wasserstein to real images, plus prompt adherence for shapes (held-out prompts).
+
+    For a latent source both sides are decoded images: the real side is the autoencoder's
+    reconstruction of the data, so the distance measures the diffusion model, not the autoencoder.
+    """
     prompts = source.eval_prompts(n, make_generator(seed + 1))
-    images = generate(model, prompts, steps, cfg, shift, seed)
+    images = generate(model, prompts, steps, cfg, shift, seed, to_images=source.to_images)
     real, _ = source.batch(10_000_000 + seed, n, make_generator(seed + 2))
+    real = source.to_images(real.to(next(model.parameters()).device)).float().cpu().clamp(-1, 1)
     result = {"samples": n, "steps": steps, "cfg": cfg, "sliced_wasserstein": sliced_wasserstein(images, real)}
     if hasattr(source, "split"):
         result["adherence"] = adherence_report(images, prompts)

@@ -230,10 +230,10 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
 
 @torch.no_grad()
 def save_sample_grid(model: TextToImage, source, config: TrainConfig, path: Path, device, n: int = 16) -> list[str]:
-    """Sample ``n`` evaluation prompts with the EMA model and save them as one PNG grid."""
+    """Sample ``n`` evaluation prompts with the EMA model and save them as one PNG grid (latents decoded)."""
     prompts = source.eval_prompts(n, make_generator(config.seed + 17))
-    images = model.sample(prompts, steps=config.sample_steps, cfg=config.sample_cfg, shift=config.shift,
-                          generator=make_generator(config.seed + 23))
+    images = source.to_images(model.sample(prompts, steps=config.sample_steps, cfg=config.sample_cfg,
+                                           shift=config.shift, generator=make_generator(config.seed + 23)))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(((images.float() + 1) / 2).clamp(0, 1), path, nrow=int(math.ceil(math.sqrt(n))))
     (path.with_suffix(".txt")).write_text("\n".join(prompts))

@@ -59,7 +59,7 @@ LESSON_CHECKS: dict[str, tuple[str, ...]] = {
     "02_ddpm": ("q_sample", "eps_loss", "ancestral_step"),
     "03_rectified_flow": ("interpolate", "velocity_target", "euler_sample", "straightness"),
     "04_timestep_sampling": ("sample_logit_normal", "shift_time"),
-    "05_sinusoidal_embeddings": ("timestep_embedding",),
+    "05_sinusoidal_embeddings": ("timestep_embedding", "sincos_2d_positions"),
     "06_patchify_dit": ("patchify", "unpatchify", "modulate", "cfg_combine"),
     "07_mmdit_qknorm": ("joint_attention", "rms_norm"),
 }
@@ -742,6 +742,49 @@ def check_timestep_embedding(timestep_embedding: Callable) -> None:
         ], formula="[cos(1000t·ω_i) | sin(1000t·ω_i)]", atol=1e-3,
             shape_hint="return (B, dim), one row per time: the dim/2 cosines, then the dim/2 sines "
                        "(half = dim // 2, not a fixed 128)")
+
+
+def _positions_2d(dim: int, rows: int, cols: int, *, columns_first: bool = True, row_major: bool = True,
+                  sin_first: bool = True, divisor: int | None = None) -> torch.Tensor:
+    """2-D sin-cos positions in float64 with one knob turned (for the wrong variants): per token
+    [sincos(x) | sincos(y)] with x the column and y the row, each sincos(p) = [sin(p·ω_i) | cos(p·ω_i)],
+    ω_i = 10000^(−i/divisor), i < k = dim/4 (divisor k by default)."""
+    k = dim // 4
+    omega = embeddings.MAX_PERIOD ** (-torch.arange(k, dtype=torch.float64) / (divisor or k))
+    yy, xx = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64),
+                            indexing="ij")
+    if not row_major:
+        yy, xx = yy.T, xx.T
+
+    def sincos(p: torch.Tensor) -> torch.Tensor:
+        angles = p.flatten()[:, None] * omega[None]
+        return torch.cat([angles.sin(), angles.cos()] if sin_first else [angles.cos(), angles.sin()], dim=1)
+
+    halves = [sincos(xx), sincos(yy)] if columns_first else [sincos(yy), sincos(xx)]
+    return torch.cat(halves, dim=1)
+
+
+@_check("sincos_2d_positions", "matches minisd3.embeddings.sincos_2d_positions")
+def check_sincos_2d_positions(sincos_2d_positions: Callable) -> None:
+    """Check ``sincos_2d_positions(dim, rows, cols)`` → (rows·cols, dim): tokens in row-major order, each
+    [sin(x·ω) | cos(x·ω) | sin(y·ω) | cos(y·ω)] with x the column, y the row and ω_i = 10000^(−i/(dim/4)),
+    on grids that are not square (so rows and columns cannot be confused unseen)."""
+    for dim, rows, cols in ((16, 3, 5), (8, 4, 2), (32, 6, 7)):
+        got = _call(sincos_2d_positions, "sincos_2d_positions", dim, rows, cols)
+        k = dim // 4
+        _compare(got, embeddings.sincos_2d_positions(dim, rows, cols).double(), [
+            ("the row (y) half comes first; SD3 and DiT put the column coordinate x in the first dim/2 channels "
+             "and the row coordinate y in the second", _positions_2d(dim, rows, cols, columns_first=False)),
+            ("tokens in column-major order: patchify numbers patches row by row, token n = i·cols + j, so use "
+             "torch.meshgrid(rows, cols, indexing='ij') and flatten", _positions_2d(dim, rows, cols, row_major=False)),
+            ("cosines before sines within each half: positions use [sin | cos] (the timestep embedding is the "
+             "one with its cosines first)", _positions_2d(dim, rows, cols, sin_first=False)),
+            (f"frequencies off: each 1-D half has k = dim/4 = {k} frequencies, ω_i = 10000^(−i/k); divide i by "
+             f"k, not by dim/2 = {2 * k}", _positions_2d(dim, rows, cols, divisor=2 * k)),
+            ("row and column halves swapped and cosines first", _positions_2d(dim, rows, cols, columns_first=False,
+                                                                              sin_first=False)),
+        ], formula="[sincos(column) | sincos(row)]", atol=1e-5,
+            shape_hint="return (rows·cols, dim): one row per patch, dim/2 channels for the column, dim/2 for the row")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     python -m minisd3 train --preset shapes --out runs/shapes [--set key=value ...] [--max-steps N] [--resume DIR]
     torchrun --nproc-per-node=N -m minisd3 train --preset cifar10 --out runs/c10
     python -m minisd3 sample --ckpt runs/shapes --prompt "two red circles above one blue square" --out a.png
-    python -m minisd3 eval --ckpt runs/shapes [--fid --inception-weights PATH]
+    python -m minisd3 eval --ckpt runs/shapes --steps 5 10 20 50 --out sweep.csv [--fid --inception-weights PATH]
 
 Latent space (lesson 08, :mod:`minisd3.latents`): train or bring an autoencoder, encode the data once, train on it
 
@@ -16,11 +16,13 @@ Latent space (lesson 08, :mod:`minisd3.latents`): train or bring an autoencoder,
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
+import os
 import sys
 from pathlib import Path
 
-import torch
 from torchvision.utils import save_image
 
 
@@ -78,23 +80,48 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_columns() -> tuple[str, ...]:
+    """The eval CSV's columns: the setting, then every metric (adherence per attribute for shapes)."""
+    from .adherence import ATTRIBUTES
+
+    adherence = tuple(f"adherence_{a}" for a in (*ATTRIBUTES, "overall"))
+    return ("steps", "method", "cfg", "shift", "samples", "sliced_wasserstein", *adherence, "fid")
+
+
+def write_eval_csv(results: list[dict], path: Path) -> None:
+    """One row per evaluated setting (step count, guidance scale), written atomically (a temporary file renamed over ``path``)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    columns = eval_columns()
+    writer.writerow(columns)
+    for result in results:
+        row = {**result, **{f"adherence_{k}": v for k, v in result.get("adherence", {}).items()}}
+        writer.writerow([row.get(column, "") for column in columns])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text.getvalue())
+    os.replace(tmp, path)
+
+
 def _eval(args: argparse.Namespace) -> int:
     from .datasets import make_source
-    from .evaluation import fid, generate, offline_metrics
+    from .evaluation import evaluate, fid_reference_for
 
     model, config, folder = load_run(args.ckpt, "ema", args.device)
     source = make_source(config)
-    steps, cfg = args.steps or config.sample_steps, config.sample_cfg if args.cfg is None else args.cfg
-    result = {"checkpoint": str(folder), **offline_metrics(model, source, args.samples, steps, cfg, config.shift, args.seed)}
-    if args.fid:
-        if not hasattr(source, "images"):
-            raise ValueError(f"--fid: FID compares with a real image set; {config.data!r} is generated, use the offline metrics")
-        prompts = source.eval_prompts(args.samples, None)
-        images = generate(model, prompts, steps, cfg, config.shift, args.seed, to_images=source.to_images)
-        real = source.images[torch.randperm(len(source.images), generator=torch.Generator().manual_seed(0))[:args.samples]]
-        real = source.to_images(real.float().to(next(model.parameters()).device)).float().cpu().clamp(-1, 1)
-        result["fid"] = fid(images, real, args.inception_weights, cuda=next(model.parameters()).is_cuda)
-    print(json.dumps(result, indent=1))
+    device = next(model.parameters()).device
+    reference = fid_reference_for(source, args.inception_weights, args.fid_real, device) if args.fid else None
+    step_counts, scales = args.steps or [config.sample_steps], args.cfg or [config.sample_cfg]
+    if min(step_counts) < 1:
+        raise ValueError(f"--steps: expected positive step counts, got {min(step_counts)}")
+    results = []
+    for cfg in scales:
+        for steps in step_counts:
+            results.append(evaluate(model, source, args.samples, steps, cfg, config.shift, args.seed, args.method,
+                                    reference))
+            if args.out:  # rewritten after every setting: a long sweep keeps what it has measured
+                write_eval_csv(results, Path(args.out))
+    print(json.dumps({"checkpoint": str(folder), "results": results}, indent=1))
     return 0
 
 
@@ -138,11 +165,14 @@ def add_commands(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint (offline metrics; FID with --fid)")
     p.add_argument("--ckpt", required=True)
     p.add_argument("--samples", type=int, default=256)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--cfg", type=float)
+    p.add_argument("--steps", type=int, nargs="+", help="sampling steps; several give a sweep (default: the run's)")
+    p.add_argument("--method", choices=["euler", "heun"], default="euler")
+    p.add_argument("--cfg", type=float, nargs="+", help="guidance scales; several give a sweep (default: the run's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fid", action="store_true", help="also FID against the real images (torch-fidelity)")
+    p.add_argument("--fid-real", type=int, help="how many real images FID compares with (default: all)")
     p.add_argument("--inception-weights", help="path of torch-fidelity's Inception weights file")
+    p.add_argument("--out", help="CSV file with one row per setting (steps, cfg)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(handler=lambda a, h=_eval: run_guarded(h, a))
 

@@ -55,8 +55,7 @@ class ShapesSource(PixelSource):
         return sample_shapes(size, generator, image_size=self.image_size, pairs=self.split.train_pairs)
 
     def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
-        """Captions made only of held-out colour–shape pairs: a test of composition."""
-        return sample_shapes(n, generator, image_size=self.image_size, pairs=self.split.held_out_pairs)[1]
+        return self.split.held_out_captions(n, generator, self.image_size)
 
 
 class TensorSource(PixelSource):
@@ -104,6 +103,13 @@ class LatentSource(TensorSource):
             latents = torch.from_numpy(self.cache.latents)
         super().__init__(latents, torch.from_numpy(self.cache.labels), tuple(self.cache.captions), seed)
         self.vocabulary = tuple(self.cache.vocabulary)
+        if self.cache.data == "shapes":  # evaluated on held-out prompts with adherence, like pixel shapes
+            self.split = split_prompts(self.cache.meta["data"].get("seed", 0))
+
+    def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
+        if hasattr(self, "split"):
+            return self.split.held_out_captions(n, generator, self.cache.meta["data"].get("image_size", 32))
+        return super().eval_prompts(n, generator)
 
     def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         latents, captions = super().batch(step, size, generator)

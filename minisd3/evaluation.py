@@ -35,19 +35,27 @@ def generate(model: TextToImage, prompts: list[str], steps: int, cfg: float, shi
     return torch.cat(chunks).clamp(-1, 1)
 
 
-def offline_metrics(model: TextToImage, source, n: int, steps: int, cfg: float, shift: float, seed: int) -> dict:
-    """Sliced Wasserstein to real images, plus prompt adherence for shapes (held-out prompts).
+def evaluate(model: TextToImage, source, n: int, steps: int, cfg: float, shift: float, seed: int,
+             method: str = "euler", fid_reference: FIDReference | None = None) -> dict:
+    """Metrics of ``n`` samples for the source's evaluation prompts (held-out ones for shapes).
 
-    For a latent source both sides are decoded images: the real side is the autoencoder's
-    reconstruction of the data, so the distance measures the diffusion model, not the autoencoder.
+    Always the offline metrics, which need no download: sliced Wasserstein to ``n`` real images
+    and, for shapes, prompt adherence. With a ``fid_reference`` (:func:`fid_reference_for`) also
+    FID of the same samples against the real image set. For a latent source the real side is the
+    autoencoder's reconstruction of the data, so distances measure the diffusion model alone.
     """
+    device = next(model.parameters()).device
     prompts = source.eval_prompts(n, make_generator(seed + 1))
-    images = generate(model, prompts, steps, cfg, shift, seed, to_images=source.to_images)
+    images = generate(model, prompts, steps, cfg, shift, seed, method=method, to_images=source.to_images)
     real, _ = source.batch(10_000_000 + seed, n, make_generator(seed + 2))
-    real = source.to_images(real.to(next(model.parameters()).device)).float().cpu().clamp(-1, 1)
-    result = {"samples": n, "steps": steps, "cfg": cfg, "sliced_wasserstein": sliced_wasserstein(images, real)}
+    real = source.to_images(real.to(device)).float().cpu().clamp(-1, 1)
+    result = {"samples": n, "steps": steps, "method": method, "cfg": cfg, "shift": shift,
+              "sliced_wasserstein": sliced_wasserstein(images, real)}
     if hasattr(source, "split"):
         result["adherence"] = adherence_report(images, prompts)
+    if fid_reference is not None:
+        result["fid"] = fid_reference.score(images)
+        result["fid_reference"] = fid_reference.count
     return result
 
 
@@ -64,8 +72,12 @@ def inception_weights(path: str | None = None) -> Path:
 
 
 class _Uint8Images(torch.utils.data.Dataset):
+    """Images in [−1, 1] as the uint8 RGB tensors torch-fidelity reads (grey repeated on three channels)."""
+
     def __init__(self, images: torch.Tensor):
-        self.images = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images: expected (N, 1 or 3, H, W) images, got shape {tuple(images.shape)}")
+        self.images = ((images.expand(-1, 3, -1, -1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
     def __len__(self):
         return len(self.images)
@@ -74,13 +86,55 @@ class _Uint8Images(torch.utils.data.Dataset):
         return self.images[i]
 
 
-def fid(generated: torch.Tensor, real: torch.Tensor, weights: str | None = None, cuda: bool = False) -> float:
-    """FID between two image sets in [−1, 1] (N, 3, H, W) with torch-fidelity's Inception network."""
-    import torch_fidelity
+class FIDReference:
+    """The real set's Inception statistics (μ_r, Σ_r), computed once; :meth:`score` gives FID of a sample set.
 
-    weights_path = inception_weights(weights)
-    metrics = torch_fidelity.calculate_metrics(
-        input1=_Uint8Images(generated), input2=_Uint8Images(real), fid=True, cuda=cuda, verbose=False,
-        feature_extractor_weights_path=str(weights_path), save_cpu_ram=True,
-    )
-    return float(metrics["frechet_inception_distance"])
+    FID = ‖μ_g − μ_r‖² + Tr(Σ_g + Σ_r − 2 (Σ_g Σ_r)^½) over torch-fidelity's Inception-v3 pool
+    features (2048 channels; it resizes images to 299² itself). ``weights``: the Inception file
+    (see :func:`inception_weights`). Images are in [−1, 1], (N, 1 or 3, H, W).
+    """
+
+    def __init__(self, real: torch.Tensor, weights: str | None = None, cuda: bool = False, batch: int = 64):
+        from torch_fidelity.utils import create_feature_extractor
+
+        real_uint8 = _Uint8Images(real)
+        self.cuda, self.batch, self.count = cuda, batch, len(real)
+        self.extractor = create_feature_extractor("inception-v3-compat", ["2048"], cuda=cuda, verbose=False,
+                                                  feature_extractor_weights_path=str(inception_weights(weights)))
+        self.statistics = self._statistics(real_uint8)
+
+    def _statistics(self, images: _Uint8Images) -> dict:
+        from torch_fidelity.metric_fid import fid_features_to_statistics
+        from torch_fidelity.utils import get_featuresdict_from_dataset
+
+        features = get_featuresdict_from_dataset(images, self.extractor, self.batch, self.cuda, save_cpu_ram=True,
+                                                 verbose=False)
+        return fid_features_to_statistics(features["2048"])
+
+    def score(self, generated: torch.Tensor) -> float:
+        """FID between ``generated`` and the reference set."""
+        from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+        statistics = self._statistics(_Uint8Images(generated))
+        return float(fid_statistics_to_metric(statistics, self.statistics, verbose=False)[KEY_METRIC_FID])
+
+
+def fid(generated: torch.Tensor, real: torch.Tensor, weights: str | None = None, cuda: bool = False) -> float:
+    """Fréchet Inception Distance between two image sets in [−1, 1] (see :class:`FIDReference`)."""
+    return FIDReference(real, weights, cuda).score(generated)
+
+
+def fid_reference_for(source, weights: str | None = None, limit: int | None = None,
+                      device: torch.device | str = "cpu") -> FIDReference:
+    """The FID reference of a data source: its first ``limit`` images (all by default) in a fixed random order.
+
+    For a latent source these are decoded, so FID compares decoded samples with decoded data.
+    """
+    if not hasattr(source, "images"):
+        raise ValueError("fid: FID compares with a real image set; shapes are generated on the fly, "
+                         "use the offline metrics (sliced Wasserstein, adherence)")
+    device = torch.device(device)
+    order = torch.randperm(len(source.images), generator=make_generator(0))[:limit]
+    real = torch.cat([source.to_images(source.images[order[i:i + 256]].float().to(device)).float().cpu()
+                      for i in range(0, len(order), 256)]).clamp(-1, 1)
+    return FIDReference(real, weights, cuda=device.type == "cuda")

@@ -8,6 +8,8 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, fields
 
+from .timesteps import make_time_sampler
+
 
 @dataclass
 class TrainConfig:
@@ -77,6 +79,10 @@ class TrainConfig:
             raise ValueError(f"ema_decay: expected a value in [0, 1), got {self.ema_decay}")
         if self.shift <= 0 or self.lr <= 0:
             raise ValueError(f"shift and lr: expected positive values, got shift {self.shift}, lr {self.lr}")
+        try:
+            make_time_sampler(self.time_sampler)
+        except ValueError as err:
+            raise ValueError(f"time_sampler: {err}") from err
         return self
 
 

@@ -498,6 +498,14 @@ class PromptSplit:
         """True when some group of the prompt uses a held-out (colour, shape) pair."""
         return any(group.pair in self.held_out_pairs for group in as_prompt(prompt).groups)
 
+    def held_out_captions(self, n: int, generator: torch.Generator, image_size: int = 32) -> list[str]:
+        """``n`` captions made only of held-out pairs: a test of composition.
+
+        Drawn as :func:`sample_shapes` draws whole scenes of ``image_size``, so a seed gives the
+        same captions as the scenes it would render.
+        """
+        return sample_shapes(n, generator, image_size=image_size, pairs=self.held_out_pairs)[1]
+
 
 def split_prompts(seed: int = 0, n_held_out: int = 3) -> PromptSplit:
     """Hold out ``n_held_out`` (colour, shape) pairs, chosen from ``seed``.

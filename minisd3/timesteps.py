@@ -36,9 +36,13 @@ def sample_logit_normal(n: int, m: float = 0.0, s: float = 1.0, generator: torch
                         device=None) -> torch.Tensor:
     """t = sigmoid(m + s·n), n ~ N(0, 1): SD3's best choice is m = 0, s = 1."""
     check_positive_int(n, "n")
+    _check_logit_normal_s(s)
+    return torch.sigmoid(m + s * randn((n,), generator, device))
+
+
+def _check_logit_normal_s(s: float) -> None:
     if not s > 0:
         raise ValueError(f"s: expected a positive scale, got {s}")
-    return torch.sigmoid(m + s * randn((n,), generator, device))
 
 
 def _mode_map(u: torch.Tensor, s: float) -> torch.Tensor:
@@ -121,8 +125,10 @@ def make_time_sampler(name: str) -> TimeSampler:
                 args = [float(a) for a in compact[len(prefix):-1].split(",")]
             except ValueError:
                 args = []
-            if len(args) == arity:
+            if len(args) == arity:  # parameters checked here, not first when the sampler is called
                 if arity == 2:
+                    _check_logit_normal_s(args[1])
                     return lambda n, generator=None, device=None: sample_logit_normal(n, *args, generator, device)
+                _check_mode_s(args[0])
                 return lambda n, generator=None, device=None: sample_mode(n, args[0], generator, device)
     raise ValueError(f"name: expected 'uniform', 'lognorm(m,s)', 'mode(s)' or 'cosmap', got {name!r}")

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .checkpoint import load_state, load_tensors, load_weights_into, resolve_checkpoint, restore_optimizer, save_checkpoint
 from .datasets import make_source
 from .env import get_device
-from .evaluation import offline_metrics
+from .evaluation import evaluate
 from .guidance import drop_mask
 from .models import MMDiTConfig
 from .presets import TrainConfig
@@ -221,8 +221,8 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
             metrics.close()
     summary = {"step": stop, "loss": last_loss, "checkpoint": str(last_ckpt) if last_ckpt else None}
     if env.main and stop == config.max_steps:
-        summary["evaluation"] = offline_metrics(ema, source, config.eval_samples, config.sample_steps,
-                                                config.sample_cfg, config.shift, config.seed)
+        summary["evaluation"] = evaluate(ema, source, config.eval_samples, config.sample_steps,
+                                          config.sample_cfg, config.shift, config.seed)
     if env.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -13,6 +13,8 @@ from minisd3.seeding import make_generator
 from minisd3.shapes import sample_shapes
 from minisd3.training import row_sampler
 
+from helpers import tiny_autoencoder_kl
+
 
 def small(channels=4, factor=4, width=8, in_channels=3):
     torch.manual_seed(0)
@@ -127,18 +129,6 @@ def test_missing_autoencoder_says_how_to_make_one(tmp_path):
         load_autoencoder(tmp_path / "nowhere")
     with pytest.raises(MissingAutoencoderError, match="diffusers AutoencoderKL"):
         PretrainedAutoencoder(tmp_path)
-
-
-def tiny_autoencoder_kl(path, scaling_factor=1.5, shift_factor=0.1):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
-                        latent_channels=4, norm_num_groups=8, sample_size=16, scaling_factor=scaling_factor,
-                        shift_factor=shift_factor)
-    vae.save_pretrained(path)
-    return vae.eval()
 
 
 def test_pretrained_autoencoder_kl_through_the_same_interface(tmp_path):

@@ -26,6 +26,7 @@ REFERENCES = {
     "sample_logit_normal": timesteps.sample_logit_normal,
     "shift_time": timesteps.shift_time,
     "timestep_embedding": embeddings.timestep_embedding,
+    "sincos_2d_positions": embeddings.sincos_2d_positions,
     "patchify": patches.patchify,
     "unpatchify": patches.unpatchify,
     "modulate": blocks.modulate,
@@ -353,6 +354,22 @@ def embedding_variant(scale=1000.0, sin_first=False, divisor=None, sign=-1.0, fi
 ])
 def test_timestep_embedding_mistakes(fn, keyword, capsys):
     assert_rejects("timestep_embedding", fn, keyword, capsys)
+
+
+def positions_variant(**knobs):
+    return lambda dim, rows, cols: checks._positions_2d(dim, rows, cols, **knobs).float()
+
+
+@pytest.mark.parametrize("fn, keyword", [
+    (positions_variant(columns_first=False), "row (y) half comes first"),
+    (positions_variant(row_major=False), "column-major"),
+    (positions_variant(sin_first=False), "cosines before sines"),
+    (lambda dim, rows, cols: checks._positions_2d(dim, rows, cols, divisor=dim // 2).float(), "divide i by k"),
+    (lambda dim, rows, cols: embeddings.sincos_2d_positions(dim, rows, cols).T, "wrong shape"),
+    (lambda dim, rows, cols: embeddings.sincos_2d_positions(dim, rows, cols) * 2, "not in one of the usual ways"),
+])
+def test_sincos_2d_positions_mistakes(fn, keyword, capsys):
+    assert_rejects("sincos_2d_positions", fn, keyword, capsys)
 
 
 # ----------------------------------------------------------------------------- lesson 06

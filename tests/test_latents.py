@@ -12,16 +12,10 @@ from minisd3.latents import (caption_from_folder, encode_dataset, image_batches,
                              read_latent_cache, words_of)
 from minisd3.presets import apply_overrides, preset_config
 from minisd3.seeding import make_generator
-from minisd3.shapes import VOCABULARY
+from minisd3.shapes import VOCABULARY, split_prompts
 from minisd3.trainer import train
 
-TINY = ["depth=2", "heads=2", "head_dim=16", "text_dim=32", "text_depth=1", "batch_size=4", "warmup_steps=1",
-        "log_every=1", "sample_every=100", "ckpt_every=100", "sample_steps=2", "eval_samples=4", "device=cpu"]
-
-
-def tiny(preset="shapes", *extra):
-    return apply_overrides(preset_config(preset), TINY + list(extra))
-
+from helpers import tiny, tiny_autoencoder_kl
 
 @pytest.fixture(scope="module")
 def shapes_cache(tmp_path_factory):
@@ -87,9 +81,12 @@ def test_latent_source_reuses_the_epoch_permutation(shapes_cache):
 
 def test_training_on_shapes_latents_and_decoded_samples(shapes_cache, tmp_path):
     root, *_ = shapes_cache
-    config = tiny("shapes", f"latents={root / 'cache'}", "image_size=6", "patch_size=2", "max_steps=2")
+    config = tiny(f"latents={root / 'cache'}", "image_size=6", "patch_size=2", "max_steps=2", preset="shapes")
     summary = train(config, tmp_path / "run", progress=False)
     assert np.isfinite(summary["loss"]) and "sliced_wasserstein" in summary["evaluation"]
+    assert set(summary["evaluation"]["adherence"]) >= {"colour", "shape", "count", "overall"}  # held-out prompts
+    prompts = LatentSource(root / "cache").eval_prompts(30, make_generator(0))
+    assert all(split_prompts(0).is_held_out(p) for p in prompts)
     from PIL import Image
 
     grid = Image.open(tmp_path / "run" / "samples" / "step_0000002.png")
@@ -103,20 +100,20 @@ def test_training_on_shapes_latents_and_decoded_samples(shapes_cache, tmp_path):
 def test_latent_config_mistakes_are_named(shapes_cache, tmp_path):
     root, *_ = shapes_cache
     with pytest.raises(ValueError, match="image_size: the latent cache holds 6×6 latents"):
-        train(tiny("shapes", f"latents={root / 'cache'}", "image_size=8", "max_steps=1"), tmp_path, progress=False)
+        train(tiny(f"latents={root / 'cache'}", "image_size=8", "max_steps=1", preset="shapes"), tmp_path, progress=False)
     with pytest.raises(ValueError, match="was encoded from 'shapes', got 'digits'"):
-        train(tiny("digits", f"latents={root / 'cache'}", "image_size=6", "max_steps=1"), tmp_path, progress=False)
+        train(tiny(f"latents={root / 'cache'}", "image_size=6", "max_steps=1", preset="digits"), tmp_path, progress=False)
     with pytest.raises(ValueError, match="latents: an ImageFolder is trained in latent space"):
-        tiny("shapes", "data=imagefolder")
+        tiny("data=imagefolder", preset="shapes")
 
 
 def test_missing_cache_and_missing_autoencoder_messages(shapes_cache, tmp_path):
     root, *_ = shapes_cache
     nowhere = tmp_path / "nowhere"
     with pytest.raises(MissingDatasetError, match="minisd3 encode-latents --data cifar10 .* --data-root ROOT"):
-        train(tiny("cifar10", f"latents={nowhere}", "image_size=8", "max_steps=1"), tmp_path, progress=False)
+        train(tiny(f"latents={nowhere}", "image_size=8", "max_steps=1", preset="cifar10"), tmp_path, progress=False)
     with pytest.raises(MissingDatasetError, match="no latent cache"):
-        train(tiny("imagenet-latents", f"latents={tmp_path / 'nowhere'}", "max_steps=1"), tmp_path, progress=False)
+        train(tiny(f"latents={tmp_path / 'nowhere'}", "max_steps=1", preset="imagenet-latents"), tmp_path, progress=False)
     with pytest.raises(MissingDatasetError, match="not on this machine; pass its folder with --set autoencoder=DIR"):
         read_latent_cache(root / "cache", autoencoder=tmp_path / "deleted")
     assert read_latent_cache(root / "cache", autoencoder=root / "ae").autoencoder_path == str(root / "ae")
@@ -138,7 +135,6 @@ def write_image_folder(root, classes=("red_square", "blue_circle"), per_class=3)
 
 
 def test_image_folder_encodes_with_autoencoder_kl_and_trains_one_step(tmp_path, capsys):
-    from test_autoencoder import tiny_autoencoder_kl
 
     write_image_folder(tmp_path / "images")
     folder = image_folder(tmp_path / "images", 16)
@@ -157,7 +153,8 @@ def test_image_folder_encodes_with_autoencoder_kl_and_trains_one_step(tmp_path, 
     assert cache.vocabulary == ["blue", "circle", "red", "square"]
     assert cache.meta["autoencoder"]["kind"] == "diffusers.AutoencoderKL"
     assert main(args) == 2 and "already holds a latent cache" in capsys.readouterr().err
-    config = tiny("imagenet-latents", f"latents={tmp_path / 'cache'}", "image_size=8", "compile=false", "max_steps=1")
+    config = tiny(f"latents={tmp_path / 'cache'}", "image_size=8", "compile=false", "max_steps=1",
+                  preset="imagenet-latents")
     summary = train(config, tmp_path / "run", progress=False)
     assert np.isfinite(summary["loss"])
     assert (tmp_path / "run" / "samples" / "step_0000001.png").is_file()

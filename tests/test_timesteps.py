@@ -135,7 +135,7 @@ def test_make_time_sampler_parses_the_paper_names(name, reference):
 ])
 def test_make_time_sampler_rejects_bad_names(name, argument):
     with pytest.raises(ValueError) as err:
-        make_time_sampler(name)(10)
+        make_time_sampler(name)  # refused when made, not first when called
     assert str(err.value).startswith(f"{argument}:") and "expected" in str(err.value)
 
 

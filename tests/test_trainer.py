@@ -16,28 +16,7 @@ from minisd3.datasets import CIFAR10_CLASSES, MissingDatasetError, load_cifar10
 from minisd3.presets import apply_overrides, preset_config
 from minisd3.trainer import NonFiniteLossError, learning_rate, train
 
-TINY = ["depth=2", "heads=2", "head_dim=16", "text_dim=32", "text_depth=1", "batch_size=8", "warmup_steps=2",
-        "log_every=1", "sample_every=100", "ckpt_every=100", "sample_steps=2", "eval_samples=8", "device=cpu"]
-
-
-def tiny(*extra, preset="shapes"):
-    return apply_overrides(preset_config(preset), TINY + list(extra))
-
-
-def weights(run, name="model.safetensors"):
-    return load_tensors(resolve_checkpoint(run), name)
-
-
-def assert_same(a, b, atol=0.0):
-    assert a.keys() == b.keys()
-    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-    assert worst <= atol, worst
-
-
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "minisd3", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
-
+from helpers import TINY, assert_same, cli, tiny, weights
 
 def test_resume_continues_exactly(tmp_path):
     config = tiny("max_steps=6")
@@ -99,7 +78,8 @@ def test_sample_and_eval_commands(tmp_path):
     assert bad.returncode == 2 and "unknown word 'purple'" in bad.stderr
     ev = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2")
     assert ev.returncode == 0, ev.stderr
-    assert "adherence" in json.loads(ev.stdout) and "sliced_wasserstein" in json.loads(ev.stdout)
+    [result] = json.loads(ev.stdout)["results"]
+    assert "adherence" in result and "sliced_wasserstein" in result and result["steps"] == 2
     fid = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2", "--fid")
     assert fid.returncode == 2 and "generated" in fid.stderr
 
@@ -145,6 +125,8 @@ def test_config_errors_are_clear():
         preset_config("cifar")
     with pytest.raises(ValueError, match="qk_norm: expected a boolean"):
         apply_overrides(preset_config("shapes"), ["qk_norm=maybe"])
+    with pytest.raises(ValueError, match="time_sampler: s: expected a positive scale, got -1"):
+        apply_overrides(preset_config("shapes"), ["time_sampler=lognorm(0,-1)"])
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU is available"):
             train(tiny("device=cuda", "max_steps=1"), "unused", progress=False)

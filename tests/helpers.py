@@ -1,0 +1,45 @@
+"""Helpers shared by the test modules: tiny training configs, the command line, checkpoint tensors."""
+import os
+import subprocess
+import sys
+
+import torch
+
+from minisd3.checkpoint import load_tensors, resolve_checkpoint
+from minisd3.presets import apply_overrides, preset_config
+
+# a preset shrunk to seconds on one CPU thread; later overrides win
+TINY = ["depth=2", "heads=2", "head_dim=16", "text_dim=32", "text_depth=1", "batch_size=8", "warmup_steps=2",
+        "log_every=1", "sample_every=100", "ckpt_every=100", "sample_steps=2", "eval_samples=8", "device=cpu"]
+
+
+def tiny(*extra, preset="shapes"):
+    return apply_overrides(preset_config(preset), TINY + list(extra))
+
+
+def weights(run, name="model.safetensors"):
+    return load_tensors(resolve_checkpoint(run), name)
+
+
+def assert_same(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst <= atol, worst
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "minisd3", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def tiny_autoencoder_kl(path, scaling_factor=1.5, shift_factor=0.1):
+    """A two-level diffusers AutoencoderKL saved to ``path`` in its own format."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+                        latent_channels=4, norm_num_groups=8, sample_size=16, scaling_factor=scaling_factor,
+                        shift_factor=shift_factor)
+    vae.save_pretrained(path)
+    return vae.eval()

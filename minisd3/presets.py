@@ -91,7 +91,7 @@ DATA_KINDS = ("shapes", "digits", "cifar10", "imagefolder")
 PRESETS: dict[str, dict] = {
     # the README's main job: a text-conditioned MM-DiT on generated shapes, ≤ 10 min on 2 CPU cores
     "shapes": dict(image_size=24, patch_size=4, depth=4, heads=4, head_dim=32, batch_size=32, lr=2e-3,
-                   warmup_steps=200, max_steps=3000, sample_every=1000, ckpt_every=1000),
+                   warmup_steps=200, max_steps=3000, sample_every=500, ckpt_every=1000),
     # class names as one-word captions ("zero" … "nine"), 8×8 digits from scikit-learn
     "digits": dict(data="digits", image_size=8, depth=3, heads=4, head_dim=32, batch_size=128, max_steps=3000,
                    sample_cfg=2.0),

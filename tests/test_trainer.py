@@ -1,5 +1,6 @@
 """The training engine and its commands: presets, exact resume, DDP equivalence, checkpoints, faults."""
 import json
+import math
 import os
 import pickle
 import socket
@@ -14,7 +15,8 @@ import torch
 from minisd3.checkpoint import CheckpointError, load_tensors, resolve_checkpoint
 from minisd3.datasets import CIFAR10_CLASSES, MissingDatasetError, load_cifar10
 from minisd3.presets import apply_overrides, preset_config
-from minisd3.trainer import NonFiniteLossError, learning_rate, train
+from minisd3.shapes import VOCABULARY
+from minisd3.trainer import NonFiniteLossError, build_model, ema_decay_at, learning_rate, train
 
 from helpers import TINY, assert_same, cli, tiny, weights
 
@@ -35,6 +37,15 @@ def test_gradient_accumulation_gives_the_same_update(tmp_path):
     train(tiny("max_steps=2"), tmp_path / "one", progress=False)
     train(tiny("max_steps=2", "grad_accum=4"), tmp_path / "four", progress=False)
     assert_same(weights(tmp_path / "one"), weights(tmp_path / "four"), atol=2e-6)
+
+
+def test_compiled_training_equals_eager(tmp_path):
+    """The compile flag (on in the GPU presets) runs here through inductor's CPU backend: same updates."""
+    train(tiny("max_steps=3"), tmp_path / "eager", progress=False)
+    train(tiny("max_steps=3", "compile=true"), tmp_path / "compiled", progress=False)
+    assert_same(weights(tmp_path / "eager"), weights(tmp_path / "compiled"), atol=1e-5)
+    assert_same(weights(tmp_path / "eager", "ema.safetensors"), weights(tmp_path / "compiled", "ema.safetensors"),
+                atol=1e-5)
 
 
 def test_ddp_with_two_processes_equals_one_process(tmp_path):
@@ -130,6 +141,22 @@ def test_config_errors_are_clear():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU is available"):
             train(tiny("device=cuda", "max_steps=1"), "unused", progress=False)
+
+
+def test_ema_decay_warms_up_to_the_configured_value(tmp_path):
+    config = tiny("ema_decay=0.999")
+    decays = [ema_decay_at(config, s) for s in range(20_000)]
+    assert decays[0] == pytest.approx(0.1) and decays[90] == pytest.approx(0.91)
+    assert all(a <= b for a, b in zip(decays, decays[1:])) and decays[-1] == 0.999 and decays[8900] < 0.999
+    # the weight left on the random initial parameters after k steps is the product of the decays
+    assert math.prod(decays[:1000]) < 1e-6 < 0.999 ** 1000
+    # one step from θ0 to θ1: θ_ema = 0.1·θ0 + 0.9·θ1 at step 0
+    train(tiny("ema_decay=0.999", "max_steps=1"), tmp_path, progress=False)
+    torch.manual_seed(config.seed)
+    initial = build_model(config, VOCABULARY, 3).state_dict()
+    model, ema = weights(tmp_path), weights(tmp_path, "ema.safetensors")
+    for name in ("mmdit.final.linear.weight", "mmdit.blocks.0.image.qkv.qkv.weight"):
+        assert torch.allclose(ema[name], 0.1 * initial[name] + 0.9 * model[name], atol=1e-6), name
 
 
 def test_learning_rate_warms_up_then_decays():

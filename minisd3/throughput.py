@@ -29,9 +29,11 @@ TEXT_TOKENS, TEXT_DIM = 32, 256
 
 def peak_flops(device: torch.device) -> float | None:
     """The device's peak dense bf16 rate, or None when unknown (CPUs)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
+    return peak_bf16_for(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
+
+def peak_bf16_for(name: str) -> float | None:
+    """The peak dense bf16 FLOP/s of a GPU by its CUDA name (the first matching key of ``PEAK_BF16``)."""
     for key, value in PEAK_BF16.items():
         if key in name:
             return value
@@ -86,8 +88,8 @@ def images_per_second(step, device: torch.device, steps: int, batch: int) -> flo
 
 
 def run_benchmark(device: str = "auto", steps: int = 10, batch: int | None = None, compile_too: bool = True,
-                  diffusers_too: bool = True) -> list[dict]:
-    """Print and return a table: model, implementation, images/s, TFLOP/s, MFU."""
+                  diffusers_too: bool = True, models: dict[str, int] = MODELS) -> list[dict]:
+    """Print and return a table: model, implementation, images/s, TFLOP/s, MFU (``models``: label → depth)."""
     dev = get_device(device)
     batch = batch or (64 if dev.type == "cuda" else 4)
     peak = peak_flops(dev)
@@ -97,7 +99,7 @@ def run_benchmark(device: str = "auto", steps: int = 10, batch: int | None = Non
           f"{peak / 1e12:.0f} TFLOP/s" if peak else f"device {dev} ({name}); torch {torch.__version__}; batch {batch}; "
           "fp32; peak unknown, MFU not computed")
     rows = []
-    for label, depth in MODELS.items():
+    for label, depth in models.items():
         torch.manual_seed(0)
         ours = MMDiT(bench_config(depth)).to(dev)
         variants = [("minisd3 eager", ours, ours)]

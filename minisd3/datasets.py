@@ -103,11 +103,11 @@ class LatentSource(TensorSource):
             latents = torch.from_numpy(self.cache.latents)
         super().__init__(latents, torch.from_numpy(self.cache.labels), tuple(self.cache.captions), seed)
         self.vocabulary = tuple(self.cache.vocabulary)
-        if self.cache.data == "shapes":  # evaluated on held-out prompts with adherence, like pixel shapes
-            self.split = split_prompts(self.cache.meta["data"].get("seed", 0))
+        # a shapes cache is evaluated on held-out prompts with adherence, like pixel shapes
+        self.split = split_prompts(self.cache.meta["data"].get("seed", 0)) if self.cache.data == "shapes" else None
 
     def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
-        if hasattr(self, "split"):
+        if self.split is not None:
             return self.split.held_out_captions(n, generator, self.cache.meta["data"].get("image_size", 32))
         return super().eval_prompts(n, generator)
 

@@ -51,7 +51,7 @@ def evaluate(model: TextToImage, source, n: int, steps: int, cfg: float, shift: 
     real = source.to_images(real.to(device)).float().cpu().clamp(-1, 1)
     result = {"samples": n, "steps": steps, "method": method, "cfg": cfg, "shift": shift,
               "sliced_wasserstein": sliced_wasserstein(images, real)}
-    if hasattr(source, "split"):
+    if getattr(source, "split", None) is not None:  # shapes: held-out prompts the detector can score
         result["adherence"] = adherence_report(images, prompts)
     if fid_reference is not None:
         result["fid"] = fid_reference.score(images)

@@ -19,11 +19,10 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import sys
 from pathlib import Path
-
-from torchvision.utils import save_image
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -55,13 +54,39 @@ def load_run(ckpt: str, weights: str = "ema", device: str = "cpu"):
     return model.to(get_device(device)).eval(), config, folder
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def check_sample_flags(args: argparse.Namespace) -> None:
+    """Refuse flags of ``sample`` that cannot work, naming the flag, before the checkpoint is loaded."""
+    if args.n < 1:
+        raise ValueError(f"--n: expected a positive number of samples, got {args.n}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps: expected a positive number of steps, got {args.steps}")
+    if args.cfg is not None and not math.isfinite(args.cfg):
+        raise ValueError(f"--cfg: expected a finite guidance scale, got {args.cfg}")
+    if args.shift is not None and not 0 < args.shift < math.inf:
+        raise ValueError(f"--shift: expected a positive finite shift α, got {args.shift}")
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out: expected an image file name, got {args.out!r}, an existing directory")
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"--out: expected a file name ending in one of {', '.join(IMAGE_SUFFIXES)}, got {args.out!r}")
+
+
 def _sample(args: argparse.Namespace) -> int:
     from .datasets import make_source
+    from .grids import save_labelled_grid
     from .seeding import make_generator
 
+    check_sample_flags(args)
     model, config, _ = load_run(args.ckpt, "model" if args.no_ema else "ema", args.device)
+    steps = config.sample_steps if args.steps is None else args.steps  # unset flags: the run's own settings
+    cfg = config.sample_cfg if args.cfg is None else args.cfg
+    shift = config.shift if args.shift is None else args.shift
+    # the source gives class names, the latent decoder and the shapes split; CIFAR-10 is only read for --label
+    source = make_source(config) if args.label is not None or config.latents or config.data == "shapes" else None
     if args.label is not None:
-        source = make_source(config)
         names = getattr(source, "class_names", None)
         if names is None:
             raise ValueError(f"--label: the {config.data!r} model is conditioned on captions; use --prompt")
@@ -70,32 +95,43 @@ def _sample(args: argparse.Namespace) -> int:
         prompt = names[args.label]
     else:
         prompt = args.prompt
-    images = model.sample([prompt] * args.n, steps=args.steps, cfg=args.cfg, shift=args.shift, method=args.method,
+    split = getattr(source, "split", None)  # shapes: tag the prompt's pairs, show the detector's verdicts
+    held_out = [split.is_held_out(prompt)] * args.n if split is not None else None  # parses the caption first
+    images = model.sample([prompt] * args.n, steps=steps, cfg=cfg, shift=shift, method=args.method,
                           generator=make_generator(args.seed))
     if config.latents:
-        images = make_source(config).to_images(images)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    save_image(((images.float() + 1) / 2).clamp(0, 1), args.out, nrow=min(args.n, 8))
-    print(f"{args.out}: {args.n} samples of {prompt!r} ({args.steps} {args.method} steps, cfg {args.cfg}, shift {args.shift})")
+        images = source.to_images(images)
+    save_labelled_grid(args.out, images, [prompt] * args.n, held_out, verdicts=split is not None,
+                       title=f"{prompt!r}: {steps} {args.method} steps, cfg {cfg}, shift {shift}, seed {args.seed}")
+    print(f"{args.out}: {args.n} samples of {prompt!r} ({steps} {args.method} steps, cfg {cfg}, shift {shift})")
     return 0
 
 
 def eval_columns() -> tuple[str, ...]:
-    """The eval CSV's columns: the setting, then every metric (adherence per attribute for shapes)."""
-    from .adherence import ATTRIBUTES
+    """The eval CSV's columns: the setting, then every metric.
 
-    adherence = tuple(f"adherence_{a}" for a in (*ATTRIBUTES, "overall"))
+    For shapes, one column per attribute (and overall) of each report of
+    :data:`~minisd3.evaluation.ADHERENCE_KEYS`: ``adherence_colour`` … on held-out pairs,
+    ``chance_colour`` … their chance rate, ``adherence_train_pairs_colour`` … on training pairs,
+    ``chance_train_pairs_colour`` … theirs.
+    """
+    from .adherence import ATTRIBUTES
+    from .evaluation import ADHERENCE_KEYS
+
+    adherence = tuple(f"{key}_{a}" for key in ADHERENCE_KEYS for a in (*ATTRIBUTES, "overall"))
     return ("steps", "method", "cfg", "shift", "samples", "sliced_wasserstein", *adherence, "fid")
 
 
 def write_eval_csv(results: list[dict], path: Path) -> None:
     """One row per evaluated setting (step count, guidance scale), written atomically (a temporary file renamed over ``path``)."""
+    from .evaluation import ADHERENCE_KEYS
+
     text = io.StringIO()
     writer = csv.writer(text)
     columns = eval_columns()
     writer.writerow(columns)
     for result in results:
-        row = {**result, **{f"adherence_{k}": v for k, v in result.get("adherence", {}).items()}}
+        row = {**result, **{f"{key}_{k}": v for key in ADHERENCE_KEYS for k, v in result.get(key, {}).items()}}
         writer.writerow([row.get(column, "") for column in columns])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -151,15 +187,15 @@ def add_commands(sub) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompt", help="a caption in the data set's vocabulary")
     what.add_argument("--label", type=int, help="a class index (digits, cifar10)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale w")
-    p.add_argument("--shift", type=float, default=1.0, help="resolution shift α of the time grid")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the run's sample_steps)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale w (default: the run's sample_cfg)")
+    p.add_argument("--shift", type=float, help="resolution shift α of the time grid (default: the run's shift)")
     p.add_argument("--method", choices=["euler", "heun"], default="euler")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=8, help="how many samples")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True, help="PNG file")
+    p.add_argument("--out", required=True, help=f"image file ({', '.join(IMAGE_SUFFIXES)})")
     p.set_defaults(handler=lambda a, h=_sample: run_guarded(h, a))
 
     p = sub.add_parser("eval", help="evaluate a checkpoint (offline metrics; FID with --fid)")

@@ -1,6 +1,8 @@
 """Evaluating a text-to-image checkpoint: offline metrics that need no download, and FID.
 
-    shapes          prompt adherence (mini GenEval, :mod:`minisd3.adherence`) on held-out prompts
+    shapes          prompt adherence (mini GenEval, :mod:`minisd3.adherence`) on prompts of held-out
+                    (colour, shape) pairs and, as the reference, of training pairs; each beside
+                    its chance rate (the same images scored against other images' prompts)
     every data set  sliced Wasserstein distance between generated and real images (pixels)
     FID             Fréchet Inception Distance against the real training images, through
                     torch-fidelity; needs the Inception weights file on disk (never downloaded here)
@@ -12,12 +14,14 @@ from pathlib import Path
 
 import torch
 
-from .adherence import adherence_report
+from .adherence import adherence_report, chance_report
 from .metrics import sliced_wasserstein
 from .seeding import make_generator
 from .text_to_image import TextToImage
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+ADHERENCE_KEYS = ("adherence", "chance", "adherence_train_pairs", "chance_train_pairs")
+"""The adherence reports :func:`evaluate` gives for shapes: held-out pairs, their chance, training pairs, theirs."""
 
 
 @torch.no_grad()
@@ -40,9 +44,15 @@ def evaluate(model: TextToImage, source, n: int, steps: int, cfg: float, shift: 
     """Metrics of ``n`` samples for the source's evaluation prompts (held-out ones for shapes).
 
     Always the offline metrics, which need no download: sliced Wasserstein to ``n`` real images
-    and, for shapes, prompt adherence. With a ``fid_reference`` (:func:`fid_reference_for`) also
-    FID of the same samples against the real image set. For a latent source the real side is the
-    autoencoder's reconstruction of the data, so distances measure the diffusion model alone.
+    and, for shapes, prompt adherence (attribute → fraction in [0, 1]) with its chance rate:
+
+        adherence, chance                          n prompts of held-out (colour, shape) pairs
+        adherence_train_pairs, chance_train_pairs  n more samples, prompts of training pairs
+
+    (the training-pair samples start from the same noise, so the two sets differ only in their
+    prompts). With a ``fid_reference`` (:func:`fid_reference_for`) also FID of the first samples
+    against the real image set. For a latent source the real side is the autoencoder's
+    reconstruction of the data, so distances measure the diffusion model alone.
     """
     device = next(model.parameters()).device
     prompts = source.eval_prompts(n, make_generator(seed + 1))
@@ -51,8 +61,15 @@ def evaluate(model: TextToImage, source, n: int, steps: int, cfg: float, shift: 
     real = source.to_images(real.to(device)).float().cpu().clamp(-1, 1)
     result = {"samples": n, "steps": steps, "method": method, "cfg": cfg, "shift": shift,
               "sliced_wasserstein": sliced_wasserstein(images, real)}
-    if getattr(source, "split", None) is not None:  # shapes: held-out prompts the detector can score
+    split = getattr(source, "split", None)
+    if split is not None:  # shapes: prompts the detector can score
         result["adherence"] = adherence_report(images, prompts)
+        result["chance"] = chance_report(images, prompts, make_generator(seed + 3))
+        train_prompts = split.train_captions(n, make_generator(seed + 4), images.shape[-1])
+        train_images = generate(model, train_prompts, steps, cfg, shift, seed, method=method,
+                                to_images=source.to_images)
+        result["adherence_train_pairs"] = adherence_report(train_images, train_prompts)
+        result["chance_train_pairs"] = chance_report(train_images, train_prompts, make_generator(seed + 5))
     if fid_reference is not None:
         result["fid"] = fid_reference.score(images)
         result["fid_reference"] = fid_reference.count

@@ -1,5 +1,6 @@
 """Plot helpers shared by the lessons: point clouds, vector fields, trajectories, digit grids,
-curves against steps, and an ipywidgets explorer that falls back to static figures.
+curves against steps, adherence beside its chance rate, and an ipywidgets explorer that falls
+back to static figures.
 
 Each helper draws on a given matplotlib ``Axes`` and sets a title and axis labels; the lesson
 adds the sentence that says what to see.
@@ -14,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .adherence import ATTRIBUTES
 from .digits import to_unit_range
 from .ode import Trajectory, VelocityField
 
@@ -81,6 +83,34 @@ def plot_against_steps(ax, steps: Sequence[int], curves: dict[str, Sequence[floa
         ax.set_yscale("log")
     ax.set(title=title, xlabel="number of sampling steps", ylabel=ylabel)
     ax.legend()
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_adherence(ax, settings: Sequence[float], adherence: Sequence[dict[str, float]],
+                   chance: Sequence[dict[str, float]], title: str, xlabel: str, logx: bool = False):
+    """Prompt adherence per attribute against a swept setting (steps, guidance w, …), each attribute
+    a solid line with its chance rate dashed in the same colour.
+
+    ``adherence[k]`` and ``chance[k]`` are the reports (attribute → fraction in [0, 1]) measured at
+    ``settings[k]``, e.g. ``result["adherence"]`` and ``result["chance"]`` of
+    :func:`minisd3.evaluation.evaluate`; an attribute missing from the reports (``relation``
+    without two-group prompts) is left out. Raises a ValueError when the three lengths differ.
+    """
+    if not len(settings) == len(adherence) == len(chance):
+        raise ValueError(f"adherence, chance: expected one report per setting ({len(settings)}), got "
+                         f"{len(adherence)} and {len(chance)}")
+    for k, attribute in enumerate((*ATTRIBUTES, "overall")):
+        if not all(attribute in report for report in (*adherence, *chance)):
+            continue
+        color = "black" if attribute == "overall" else f"C{k}"
+        ax.plot(settings, [r[attribute] for r in adherence], marker="o", color=color, label=attribute)
+        ax.plot(settings, [r[attribute] for r in chance], linestyle="--", color=color, alpha=0.8)
+    ax.plot([], [], linestyle="--", color="grey", label="chance (dashed, same colour)")
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set(title=title, xlabel=xlabel, ylabel="fraction of prompts right", ylim=(0, 1.02))
+    ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return ax
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, fields
 
+from .shapes import check_image_size
 from .timesteps import make_time_sampler
 
 
@@ -69,6 +71,8 @@ class TrainConfig:
         if self.data == "imagefolder" and not self.latents:
             raise ValueError("latents: an ImageFolder is trained in latent space; expected the path of a latent cache "
                              "(python -m minisd3 encode-latents --data imagefolder ...), got ''")
+        if self.data == "shapes" and not self.latents:  # pixel canvases: only the sizes the generator draws
+            check_image_size(self.image_size)
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size: expected a multiple of patch_size {self.patch_size}, got {self.image_size}")
         if self.batch_size % self.grad_accum:
@@ -77,8 +81,8 @@ class TrainConfig:
             raise ValueError(f"p_uncond: expected a probability in [0, 1], got {self.p_uncond}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay: expected a value in [0, 1), got {self.ema_decay}")
-        if self.shift <= 0 or self.lr <= 0:
-            raise ValueError(f"shift and lr: expected positive values, got shift {self.shift}, lr {self.lr}")
+        if not (0 < self.shift < math.inf and 0 < self.lr < math.inf):
+            raise ValueError(f"shift and lr: expected positive finite values, got shift {self.shift}, lr {self.lr}")
         try:
             make_time_sampler(self.time_sampler)
         except ValueError as err:

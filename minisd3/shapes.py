@@ -506,6 +506,14 @@ class PromptSplit:
         """
         return sample_shapes(n, generator, image_size=image_size, pairs=self.held_out_pairs)[1]
 
+    def train_captions(self, n: int, generator: torch.Generator, image_size: int = 32) -> list[str]:
+        """``n`` captions made only of training pairs, drawn as the training batches draw theirs.
+
+        The reference for :meth:`held_out_captions`: adherence on these is what the model learnt
+        on combinations it has seen, so the gap to the held-out score is the cost of composing.
+        """
+        return sample_shapes(n, generator, image_size=image_size, pairs=self.train_pairs)[1]
+
 
 def split_prompts(seed: int = 0, n_held_out: int = 3) -> PromptSplit:
     """Hold out ``n_held_out`` (colour, shape) pairs, chosen from ``seed``.

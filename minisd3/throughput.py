@@ -2,18 +2,21 @@
 
     MFU = (training FLOPs per image · images/s) / peak bf16 FLOP/s of the device
 
-Training FLOPs per step are counted by PyTorch's ``FlopCounterMode`` over one forward+backward
-(matrix multiplications and attention), so MFU counts useful model work, not recomputation.
+Training FLOPs per step are counted by PyTorch's ``FlopCounterMode`` over one forward+backward,
+with attention run as its two explicit matrix products (QKᵀ and PV) on every device, so MFU counts
+useful model work, not a fused kernel's recomputation (:func:`count_training_flops` gives the count).
 Models: the size rule hidden = 64·depth, heads = depth, 2×2 patches, at 32×32×4 inputs
 (256 image tokens) with 32 text tokens — depth 6 (S/2-class, hidden 384) and depth 12
 (B/2-class, hidden 768).
 """
 from __future__ import annotations
 
+import contextlib
 import platform
 import time
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from .convert import diffusers_config
@@ -66,10 +69,32 @@ def make_step(forward, params, device: torch.device, batch: int):
     return step
 
 
+@contextlib.contextmanager
+def counting_flops():
+    """A ``FlopCounterMode`` under which attention runs as explicit matmuls (SDPA's math backend).
+
+    Fused attention kernels are counted differently by device (CPU's not at all, CUDA flash
+    backward with the recomputed QKᵀ); the math backend counts 2 matmuls forward, 4 backward.
+    """
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        yield counter
+
+
 def count_training_flops(forward, params, device: torch.device, batch: int) -> float:
-    """FLOPs of one forward+backward at ``batch`` (FlopCounterMode), per image."""
+    """FLOPs of one forward+backward at ``batch`` (:func:`counting_flops`), per image.
+
+    Every matmul Y = XW of the forward (2·rows·in·out FLOPs) costs two in the backward, the weight
+    gradient XᵀdY and the input gradient dY·Wᵀ, except that the input gradient is skipped where X
+    needs none; attention's QKᵀ and PV (4·T²·D per image for T tokens of width D) likewise cost twice
+    their forward. So a step is not three forwards but
+
+        training = 3·forward − Σ 2·rows·in·out  over Linear layers whose input needs no gradient
+
+    (in the MM-DiT: the patch embedding, the context embedder and the first Linear of the timestep
+    and pooled-text MLPs).
+    """
     step = make_step(forward, params, device, batch)
-    with FlopCounterMode(display=False) as counter:
+    with counting_flops() as counter:
         step()
     return counter.get_total_flops() / batch
 

@@ -5,6 +5,7 @@ times t ~ π, the noise ε and the CFG drop mask; process r of N trains on its s
 ``grad_accum`` micro-batches. DistributedDataParallel averages gradients over processes, so the
 update equals the single-process update on the global batch, and a resumed run continues exactly.
 
+    times     t = α·u / (1 + (α − 1)·u),  u ~ π (``time_sampler``),  α = ``shift`` (SD3's resolution shift)
     loss      E ‖v̂(z_t, t, c) − (ε − x0)‖²,  z_t = (1 − t)·x0 + t·ε   (TextToImage.loss)
     lr        linear warm-up over ``warmup_steps``, then cosine decay to 10 % at ``max_steps``
     EMA       θ_ema ← d_s·θ_ema + (1 − d_s)·θ after step s, d_s = min(ema_decay, (1 + s)/(10 + s));
@@ -27,7 +28,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from .checkpoint import load_state, load_tensors, load_weights_into, resolve_checkpoint, restore_optimizer, save_checkpoint
@@ -35,12 +35,13 @@ from .datasets import make_source
 from .env import get_device
 from .evaluation import evaluate
 from .guidance import drop_mask
+from .grids import save_labelled_grid
 from .models import MMDiTConfig
 from .presets import TrainConfig
 from .seeding import make_generator, randn
 from .text import SmallTextEncoder, WordTokenizer
 from .text_to_image import TextToImage
-from .timesteps import make_time_sampler
+from .timesteps import make_time_sampler, shift_time
 
 METRICS_HEADER = ("step", "loss", "lr", "grad_norm", "images_per_s")
 
@@ -77,6 +78,11 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return make_generator(seed * 1_000_003 + step)
 
 
+def training_times(config: TrainConfig, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` training times: u ~ π (``time_sampler``), shifted once, t = α·u / (1 + (α − 1)·u), α = ``shift``."""
+    return shift_time(make_time_sampler(config.time_sampler)(n, generator=generator), config.shift)
+
+
 class Distributed:
     """Rank and world size from torchrun's environment (1 process without torchrun)."""
 
@@ -106,6 +112,21 @@ class Distributed:
     def close(self):
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Keep the header and the rows of steps ≤ ``step`` of a metrics CSV, rewritten atomically.
+
+    A run resumed from the checkpoint of step S trains steps S+1, … again, so the rows a crashed run
+    logged after its last checkpoint go before the resumed run appends its own.
+    """
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+    os.replace(tmp, path)
 
 
 def _check_resume_config(saved: dict, config: TrainConfig) -> None:
@@ -161,13 +182,14 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
         trainee = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         trainee = torch.compile(trainee)
-    time_sampler = make_time_sampler(config.time_sampler)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
     metrics_path = out / "metrics.csv"
     new_metrics = not metrics_path.exists() or start == 0
+    if env.main and not new_metrics:
+        drop_metrics_after(metrics_path, start)
     metrics = open(metrics_path, "w" if new_metrics else "a", newline="") if env.main else None
     writer = csv.writer(metrics) if metrics else None
     if writer and new_metrics:
@@ -180,7 +202,7 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
         for step in bar:
             g = step_generator(config.seed, step)
             images, captions = source.batch(step, config.batch_size, g)
-            t = time_sampler(config.batch_size, generator=g)
+            t = training_times(config, config.batch_size, g)
             eps = randn(images.shape, g)
             drop = drop_mask(config.batch_size, config.p_uncond, g)
             lo = env.rank * per_rank
@@ -239,11 +261,24 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
 
 @torch.no_grad()
 def save_sample_grid(model: TextToImage, source, config: TrainConfig, path: Path, device, n: int = 16) -> list[str]:
-    """Sample ``n`` evaluation prompts with the EMA model and save them as one PNG grid (latents decoded)."""
-    prompts = source.eval_prompts(n, make_generator(config.seed + 17))
+    """Sample ``n`` prompts with the EMA model into a labelled PNG grid (:mod:`minisd3.grids`, latents
+    decoded) and write the prompts, one a line, to the ``.txt`` beside it; returns the prompts.
+
+    For shapes (a source with a ``split``) the first ⌈n/2⌉ prompts use held-out (colour, shape)
+    pairs and the rest training pairs, each half under its own header, every image with the
+    detector's verdict; other sources sample ``n`` evaluation prompts (captions only).
+    """
+    split = getattr(source, "split", None)
+    generator = make_generator(config.seed + 17)
+    if split is None:
+        prompts, held_out = source.eval_prompts(n, generator), None
+    else:
+        n_train = n // 2
+        prompts = source.eval_prompts(n - n_train, generator) + split.train_captions(n_train, generator)
+        held_out = [True] * (n - n_train) + [False] * n_train
     images = source.to_images(model.sample(prompts, steps=config.sample_steps, cfg=config.sample_cfg,
                                            shift=config.shift, generator=make_generator(config.seed + 23)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(((images.float() + 1) / 2).clamp(0, 1), path, nrow=int(math.ceil(math.sqrt(n))))
-    (path.with_suffix(".txt")).write_text("\n".join(prompts))
+    save_labelled_grid(path, images, prompts, held_out, verdicts=split is not None,
+                       title=f"{path.stem}: EMA samples, {config.sample_steps} steps, cfg {config.sample_cfg}")
+    path.with_suffix(".txt").write_text("\n".join(prompts))
     return prompts

@@ -78,3 +78,20 @@ def test_eval_sweeps_sampling_steps_with_fid(tmp_path, inception_file):
     assert [(r["cfg"], r["steps"]) for r in json.loads(both.stdout)["results"]] == [(1, 1), (1, 2), (3, 1), (3, 2)]
     bad = cli("eval", "--ckpt", str(tmp_path / "run"), "--steps", "0")
     assert bad.returncode == 2 and "--steps: expected positive step counts, got 0" in bad.stderr
+
+
+def test_eval_csv_puts_chance_beside_adherence_for_both_prompt_sets(tmp_path):
+    from minisd3.adherence import ATTRIBUTES
+    from minisd3.commands import eval_columns, write_eval_csv
+    from minisd3.evaluation import ADHERENCE_KEYS
+
+    assert ADHERENCE_KEYS == ("adherence", "chance", "adherence_train_pairs", "chance_train_pairs")
+    report = {a: 0.5 for a in (*ATTRIBUTES, "overall")}
+    result = {"steps": 4, "method": "euler", "cfg": 3.0, "shift": 1.0, "samples": 8, "sliced_wasserstein": 0.1,
+              "adherence": {**report, "overall": 0.4}, "chance": {**report, "overall": 0.01},
+              "adherence_train_pairs": {**report, "overall": 0.8}, "chance_train_pairs": {**report, "overall": 0.02}}
+    write_eval_csv([result], tmp_path / "sweep.csv")
+    [row] = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert list(row) == list(eval_columns())
+    assert [float(row[f"{key}_overall"]) for key in ADHERENCE_KEYS] == [0.4, 0.01, 0.8, 0.02]
+    assert float(row["chance_train_pairs_relation"]) == 0.5 and row["fid"] == ""

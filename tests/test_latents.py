@@ -8,6 +8,7 @@ import torch
 from minisd3.__main__ import main
 from minisd3.autoencoder import AutoencoderConfig, SmallAutoencoder, fit_latent_statistics, save_autoencoder
 from minisd3.datasets import LatentSource, MissingDatasetError, TensorSource
+from minisd3.grids import GUTTER
 from minisd3.latents import (caption_from_folder, encode_dataset, image_batches, image_folder, load_images,
                              read_latent_cache, words_of)
 from minisd3.presets import apply_overrides, preset_config
@@ -90,11 +91,13 @@ def test_training_on_shapes_latents_and_decoded_samples(shapes_cache, tmp_path):
     from PIL import Image
 
     grid = Image.open(tmp_path / "run" / "samples" / "step_0000002.png")
-    assert grid.size == (4 * 26 + 2, 4 * 26 + 2)  # 4×4 decoded 24-pixel images, 2-pixel padding
+    assert grid.width == 8 * (144 + GUTTER) + GUTTER  # rows of 8 decoded 24-pixel images, upscaled 6×, labelled
+    assert [split_prompts(0).is_held_out(p) for p in (tmp_path / "run" / "samples" / "step_0000002.txt")
+            .read_text().splitlines()] == [True] * 8 + [False] * 8
     out = tmp_path / "s.png"
     assert main(["sample", "--ckpt", str(tmp_path / "run"), "--prompt", "two small red circles", "--steps", "2",
                  "--n", "2", "--out", str(out)]) == 0
-    assert Image.open(out).size == (2 * 26 + 2, 26 + 2)
+    assert Image.open(out).width == 2 * (144 + GUTTER) + GUTTER
 
 
 def test_latent_config_mistakes_are_named(shapes_cache, tmp_path):

@@ -11,12 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from minisd3.__main__ import main
 from minisd3.checkpoint import CheckpointError, load_tensors, resolve_checkpoint
 from minisd3.datasets import CIFAR10_CLASSES, MissingDatasetError, load_cifar10
+from minisd3.evaluation import ADHERENCE_KEYS
+from minisd3.grids import GUTTER
 from minisd3.presets import apply_overrides, preset_config
-from minisd3.shapes import VOCABULARY
-from minisd3.trainer import NonFiniteLossError, build_model, ema_decay_at, learning_rate, train
+from minisd3.seeding import make_generator
+from minisd3.shapes import VOCABULARY, split_prompts
+from minisd3.text_to_image import TextToImage
+from minisd3.timesteps import make_time_sampler, shift_time
+from minisd3.trainer import NonFiniteLossError, build_model, ema_decay_at, learning_rate, train, training_times
 
 from helpers import TINY, assert_same, cli, tiny, weights
 
@@ -68,8 +75,12 @@ def test_ddp_with_two_processes_equals_one_process(tmp_path):
 def test_shapes_run_ends_with_samples_checkpoint_and_adherence(tmp_path):
     summary = train(tiny("max_steps=2"), tmp_path, progress=False)
     assert summary["step"] == 2 and np.isfinite(summary["loss"])
-    assert set(summary["evaluation"]["adherence"]) >= {"colour", "shape", "count", "overall"}
-    assert (tmp_path / "samples" / "step_0000002.png").is_file()
+    for key in ADHERENCE_KEYS:  # held-out and training pairs, each beside its chance rate
+        assert set(summary["evaluation"][key]) >= {"colour", "shape", "count", "overall"}
+    # the sample grid: 8 prompts of held-out pairs in one row, 8 of training pairs in the next, 144-px cells
+    assert Image.open(tmp_path / "samples" / "step_0000002.png").width == 8 * (144 + GUTTER) + GUTTER
+    prompts = (tmp_path / "samples" / "step_0000002.txt").read_text().splitlines()
+    assert [split_prompts(0).is_held_out(p) for p in prompts] == [True] * 8 + [False] * 8
     folder = resolve_checkpoint(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["ema.safetensors", "model.safetensors",
                                                         "optimizer.safetensors", "state.json"]
@@ -84,13 +95,14 @@ def test_sample_and_eval_commands(tmp_path):
     out = tmp_path / "grid.png"
     done = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "two small red circles", "--steps", "2",
                "--cfg", "2", "--seed", "1", "--n", "4", "--out", str(out))
-    assert done.returncode == 0, done.stderr and out.is_file()
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out).width == 4 * (144 + GUTTER) + GUTTER  # one row of four labelled cells
     bad = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "two purple circles", "--out", str(out))
     assert bad.returncode == 2 and "unknown word 'purple'" in bad.stderr
     ev = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2")
     assert ev.returncode == 0, ev.stderr
     [result] = json.loads(ev.stdout)["results"]
-    assert "adherence" in result and "sliced_wasserstein" in result and result["steps"] == 2
+    assert set(ADHERENCE_KEYS) <= set(result) and "sliced_wasserstein" in result and result["steps"] == 2
     fid = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2", "--fid")
     assert fid.returncode == 2 and "generated" in fid.stderr
 
@@ -199,3 +211,102 @@ def test_cifar10_reader_on_a_fixture_in_the_real_format(tmp_path):
 def test_missing_cifar10_says_where_and_how(tmp_path):
     with pytest.raises(MissingDatasetError, match="download=true"):
         load_cifar10(tmp_path / "nowhere")
+
+
+def test_training_times_apply_the_resolution_shift_once():
+    """t′ = α·t/(1 + (α − 1)·t) is increasing, so it maps the median: lognorm(0,1)'s 0.5 → 3·0.5/(1 + 2·0.5) = 0.75."""
+    n = 100_001  # odd: the median is one of the draws
+    plain = training_times(tiny(), n, make_generator(0))
+    shifted = training_times(tiny("shift=3"), n, make_generator(0))
+    assert torch.equal(plain, make_time_sampler("lognorm(0,1)")(n, generator=make_generator(0)))  # α = 1: unchanged
+    assert plain.median().item() == pytest.approx(0.5, abs=0.01)
+    assert shifted.median() == shift_time(plain.median().reshape(1), 3.0)
+    assert shifted.median().item() == pytest.approx(0.75, abs=0.01)
+
+
+def test_the_shift_reaches_the_training_loss(tmp_path, monkeypatch):
+    original, seen = TextToImage.loss, []
+
+    def spy(self, *args, t=None, **kwargs):
+        seen.append(t.clone())
+        return original(self, *args, t=t, **kwargs)
+
+    monkeypatch.setattr(TextToImage, "loss", spy)
+    train(tiny("max_steps=2"), tmp_path / "plain", progress=False, stop_at=1)
+    train(tiny("max_steps=2", "shift=3"), tmp_path / "shifted", progress=False, stop_at=1)
+    plain, shifted = seen
+    assert torch.equal(shifted, shift_time(plain, 3.0)) and (shifted > plain).any()
+
+
+def test_resume_after_a_crash_drops_the_metrics_logged_after_the_checkpoint(tmp_path):
+    config = tiny("max_steps=6", "ckpt_every=3")  # a row every step
+    train(config, tmp_path, progress=False, stop_at=5)  # rows 1-5 logged; the crash: resumed from step 3 below
+    train(config, tmp_path, resume=tmp_path / "checkpoints" / "step_0000003", progress=False)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,lr,grad_norm,images_per_s"
+    assert [int(row.split(",")[0]) for row in rows[1:]] == [1, 2, 3, 4, 5, 6]
+    assert not (tmp_path / "metrics.csv.tmp").exists()
+
+
+def test_unsupported_shapes_canvas_is_refused_before_the_run_directory_is_made(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "shapes", "--set", "image_size=20", "--quiet", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == "error: image_size: expected one of (24, 32, 48, 64) pixels, got 20\n"
+    assert not out.exists()
+    # in latent space image_size counts latents, not canvas pixels
+    assert apply_overrides(preset_config("shapes"), ["latents=cache", "image_size=6", "patch_size=2"]).image_size == 6
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    """A one-step run whose sampling settings differ from the sample command's old fixed ones."""
+    run = tmp_path_factory.mktemp("sample_run")
+    train(tiny("max_steps=2", "shift=3", "sample_cfg=2", "sample_steps=3"), run, progress=False, stop_at=1)
+    return run
+
+
+def test_sample_uses_the_runs_shift_guidance_and_steps_unless_flags_say_otherwise(sample_run, tmp_path, monkeypatch,
+                                                                                   capsys):
+    original, seen = TextToImage.sample, []
+
+    def spy(self, captions, steps, cfg, shift, **kwargs):
+        seen.append((steps, cfg, shift))
+        return original(self, captions, steps, cfg, shift, **kwargs)
+
+    monkeypatch.setattr(TextToImage, "sample", spy)
+    args = ["sample", "--ckpt", str(sample_run), "--prompt", "one small red circle", "--n", "2"]
+    assert main([*args, "--out", str(tmp_path / "run.png")]) == 0
+    assert "(3 euler steps, cfg 2.0, shift 3.0)" in capsys.readouterr().out
+    assert main([*args, "--steps", "2", "--cfg", "1.5", "--shift", "1", "--out", str(tmp_path / "flags.png")]) == 0
+    assert seen == [(3, 2.0, 3.0), (2, 1.5, 1.0)]
+    assert (tmp_path / "run.png").is_file() and (tmp_path / "flags.png").is_file()
+
+
+SUFFIXES = ".png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff"
+BAD_SAMPLE_FLAGS = {  # {dir}: an existing directory
+    "n 0": (["--n", "0"], "--n: expected a positive number of samples, got 0"),
+    "n negative": (["--n", "-2"], "--n: expected a positive number of samples, got -2"),
+    "cfg nan": (["--cfg", "nan"], "--cfg: expected a finite guidance scale, got nan"),
+    "cfg inf": (["--cfg", "inf"], "--cfg: expected a finite guidance scale, got inf"),
+    "steps 0": (["--steps", "0"], "--steps: expected a positive number of steps, got 0"),
+    "shift 0": (["--shift", "0"], "--shift: expected a positive finite shift α, got 0.0"),
+    "shift negative": (["--shift", "-3"], "--shift: expected a positive finite shift α, got -3.0"),
+    "shift nan": (["--shift", "nan"], "--shift: expected a positive finite shift α, got nan"),
+    "shift inf": (["--shift", "inf"], "--shift: expected a positive finite shift α, got inf"),
+    "out directory": (["--out", "{dir}"], "--out: expected an image file name, got '{dir}', an existing directory"),
+    "out no extension": (["--out", "{dir}/grid"],
+                         f"--out: expected a file name ending in one of {SUFFIXES}, got '{{dir}}/grid'"),
+    "out not an image": (["--out", "{dir}/grid.txt"],
+                         f"--out: expected a file name ending in one of {SUFFIXES}, got '{{dir}}/grid.txt'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SAMPLE_FLAGS))
+def test_bad_sample_flags_get_one_line_naming_the_flag(sample_run, tmp_path, capsys, case):
+    """Refused before anything is sampled: one line, exit status 2, no traceback, no image."""
+    flags, message = BAD_SAMPLE_FLAGS[case]
+    flags = [f.format(dir=tmp_path) for f in flags]
+    out = ["--out", str(tmp_path / "a.png")] if "--out" not in flags else []
+    code = main(["sample", "--ckpt", str(sample_run), "--prompt", "one small red circle", *flags, *out])
+    assert (code, capsys.readouterr().err) == (2, f"error: {message.format(dir=tmp_path)}\n")
+    assert not (tmp_path / "a.png").exists()

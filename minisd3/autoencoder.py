@@ -157,6 +157,16 @@ class SmallAutoencoder(nn.Module, LatentCodec):
         self.decoder = nn.Sequential(*up)
         self.scaling_factor, self.shift_factor = 1.0, 0.0
 
+    @property
+    def factor(self) -> int:
+        """Downsampling factor f (as :class:`PretrainedAutoencoder`)."""
+        return self.config.factor
+
+    @property
+    def latent_channels(self) -> int:
+        """Latent channels c (as :class:`PretrainedAutoencoder`)."""
+        return self.config.latent_channels
+
     def _check_images(self, images: torch.Tensor) -> None:
         f, c = self.config.factor, self.config.in_channels
         check_tensor(images, "images", ndim=4)
@@ -335,13 +345,20 @@ class PretrainedAutoencoder(nn.Module, LatentCodec):
         return self.vae.decode(z).sample
 
 
+STORED_AUTOENCODERS = Path(__file__).resolve().parent.parent / "data" / "autoencoders"
+"""The course's stored autoencoders: ``load_autoencoder("shapes-32")`` reads ``STORED_AUTOENCODERS/shapes-32``."""
+
+
 def load_autoencoder(path: str | Path, device=None) -> SmallAutoencoder | PretrainedAutoencoder:
-    """The autoencoder saved at ``path``: a :func:`save_autoencoder` folder or a diffusers AutoencoderKL."""
+    """The autoencoder saved at ``path``: a :func:`save_autoencoder` folder, a diffusers AutoencoderKL,
+    or the name of a stored one (a folder of :data:`STORED_AUTOENCODERS`) when no such path exists."""
     from safetensors.torch import load_file
 
     from .checkpoint import load_weights_into
 
     folder = Path(path)
+    if not folder.exists() and (STORED_AUTOENCODERS / str(path)).is_dir():
+        folder = STORED_AUTOENCODERS / str(path)
     config_file = folder / CONFIG_FILE
     if not config_file.is_file() and not (folder / "vae" / CONFIG_FILE).is_file():
         raise MissingAutoencoderError(

@@ -79,8 +79,20 @@ def save_checkpoint(run_dir: str | Path, step: int, model: dict[str, torch.Tenso
     return final
 
 
+STORED_MODELS = Path(__file__).resolve().parent.parent / "data" / "models"
+"""Where the course's stored models live (``--ckpt course`` is ``STORED_MODELS / "course"``)."""
+
+
+def stored_model_names() -> list[str]:
+    """Names of the stored models under :data:`STORED_MODELS` (folders with a ``state.json``)."""
+    return sorted(p.parent.name for p in STORED_MODELS.glob("*/state.json"))
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder from a run directory (its latest), a ``checkpoints`` folder, or the folder itself."""
+    """A checkpoint folder from a run directory (its latest), a ``checkpoints`` folder, the folder
+    itself, or the name of a stored model (``"course"``: :data:`STORED_MODELS`/course)."""
+    if not Path(path).exists() and (STORED_MODELS / str(path) / "state.json").is_file():
+        return STORED_MODELS / str(path)
     path = Path(path)
     for candidate in (path, path / "checkpoints"):
         pointer = candidate / "latest"
@@ -89,9 +101,31 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (path / "state.json").is_file():
         return path
     raise CheckpointError(
-        f"ckpt: expected a run directory or checkpoint folder containing state.json, got {str(path)!r} "
-        "(no checkpoints/latest or state.json there)"
+        f"ckpt: expected a run directory, a checkpoint folder containing state.json or a stored model name "
+        f"({', '.join(stored_model_names()) or 'none stored'}), got {str(path)!r} (no checkpoints/latest or state.json there)"
     )
+
+
+def export_weights(run: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Write the EMA weights of a run's latest checkpoint (in ``dtype``) and its state.json to ``out``.
+
+    The result is a checkpoint folder that :func:`resolve_checkpoint` and sampling accept (EMA
+    only: no raw weights, no optimizer, so it cannot be resumed), small enough to keep in git.
+    Written to a temporary folder and renamed, so ``out`` is whole or absent.
+    """
+    folder = resolve_checkpoint(run)
+    state = load_state(folder)
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_tensors(folder, "ema.safetensors").items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    save_file(_contiguous(weights), tmp / "ema.safetensors")
+    (tmp / "state.json").write_text(json.dumps({**state, "optimizer": None, "exported_from": str(folder),
+                                                "dtype": str(dtype).removeprefix("torch.")}, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
 
 
 def load_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:

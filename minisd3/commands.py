@@ -99,7 +99,7 @@ def _sample(args: argparse.Namespace) -> int:
     held_out = [split.is_held_out(prompt)] * args.n if split is not None else None  # parses the caption first
     images = model.sample([prompt] * args.n, steps=steps, cfg=cfg, shift=shift, method=args.method,
                           generator=make_generator(args.seed))
-    if config.latents:
+    if source is not None:  # latents (a cache, or shapes encoded on the fly) are decoded; pixels pass through
         images = source.to_images(images)
     save_labelled_grid(args.out, images, [prompt] * args.n, held_out, verdicts=split is not None,
                        title=f"{prompt!r}: {steps} {args.method} steps, cfg {cfg}, shift {shift}, seed {args.seed}")
@@ -161,6 +161,15 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .checkpoint import export_weights
+
+    out = export_weights(args.ckpt, args.out)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"{out}: EMA weights (float16) and state.json of {args.ckpt}, {size:.1f} MiB; sample with --ckpt {out}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .throughput import run_benchmark
 
@@ -211,6 +220,11 @@ def add_commands(sub) -> None:
     p.add_argument("--out", help="CSV file with one row per setting (steps, cfg)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(handler=lambda a, h=_eval: run_guarded(h, a))
+
+    p = sub.add_parser("export", help="keep a run's EMA weights in float16 as a small stored model (sample/eval load it)")
+    p.add_argument("--ckpt", required=True, help="run directory or checkpoint folder")
+    p.add_argument("--out", required=True, help="folder for ema.safetensors and state.json (e.g. data/models/course)")
+    p.set_defaults(handler=lambda a, h=_export: run_guarded(h, a))
 
     p = sub.add_parser("bench", help="training throughput and MFU, minisd3 against diffusers")
     p.add_argument("--device", default="auto")

@@ -4,7 +4,9 @@ Every source returns the *global* batch of a step from a generator seeded by the
 resumed run sees exactly the batches it would have seen, and each of N processes takes its own
 contiguous slice of the same global batch (data sharding without a sampler's state).
 
-    shapes    generated on the fly (:mod:`minisd3.shapes`), captions from its grammar
+    shapes    generated on the fly (:mod:`minisd3.shapes`), captions from its grammar; with an
+              ``autoencoder`` (and no latent cache) each batch is encoded on the fly by it, frozen,
+              so the model trains on latents of endless fresh scenes, as SD3 trains on its VAE's
     digits    scikit-learn's 8×8 digits, captions "zero" … "nine"
     cifar10   CIFAR-10 train through torchvision, captions are the class names
     latents   any of them (or an ImageFolder) encoded once by an autoencoder (:mod:`minisd3.latents`),
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 from .digits import load_digits_tensor
-from .shapes import VOCABULARY, sample_shapes, split_prompts
+from .shapes import VOCABULARY, check_image_size, sample_shapes, split_prompts
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -56,6 +58,29 @@ class ShapesSource(PixelSource):
 
     def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
         return self.split.held_out_captions(n, generator, self.image_size)
+
+
+class ShapesLatentSource(ShapesSource):
+    """Shapes drawn on the fly and encoded by a frozen autoencoder: batches are normalised latents z′.
+
+    ``latent_size`` is the side the diffusion model sees; the canvas is ``latent_size·f`` pixels
+    (f the autoencoder's downsampling factor) and must be one the shapes generator draws.
+    ``to_images`` decodes samples, x = decode(z′/scale + shift), on the samples' device.
+    """
+
+    def __init__(self, autoencoder: str | Path, latent_size: int, seed: int = 0):
+        from .autoencoder import load_autoencoder
+
+        self.codec = load_autoencoder(autoencoder)
+        super().__init__(check_image_size(latent_size * self.codec.factor, "image_size × the autoencoder's factor"), seed)
+        self.channels = self.codec.latent_channels
+
+    def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        images, captions = super().batch(step, size, generator)
+        return self.codec.images_to_latents(images, batch=size), captions
+
+    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
+        return self.codec.to(samples.device).latents_to_images(samples)
 
 
 class TensorSource(PixelSource):
@@ -164,6 +189,8 @@ def make_source(config):
                              f"(image_size is the side the model sees), got {config.image_size}")
         return source
     if config.data == "shapes":
+        if config.autoencoder:
+            return ShapesLatentSource(config.autoencoder, config.image_size, config.seed)
         return ShapesSource(config.image_size, config.seed)
     if config.data == "digits":
         images, labels = load_digits_tensor()

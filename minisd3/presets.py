@@ -24,7 +24,9 @@ class TrainConfig:
     image_size: int = 24  # the side the model sees: pixels, or latents when `latents` is set
     # latent space: a cache made by `python -m minisd3 encode-latents` (empty: train on pixels)
     latents: str = ""
-    autoencoder: str = ""  # decoder folder; empty: the one recorded in the cache
+    # the autoencoder: with a cache, its decoder (empty: the one the cache records); with data=shapes and no
+    # cache, scenes are encoded on the fly by it (image_size is then the latent side, canvas = image_size·f)
+    autoencoder: str = ""
     # model: an MM-DiT conditioned on captions by a small text encoder trained with it
     depth: int = 4
     heads: int = 4
@@ -33,6 +35,7 @@ class TrainConfig:
     qk_norm: bool = True
     text_dim: int = 64
     text_depth: int = 2
+    text_length: int = 16  # tokens the text encoder reads, [BOS] included
     # objective
     time_sampler: str = "lognorm(0,1)"
     shift: float = 1.0
@@ -49,7 +52,7 @@ class TrainConfig:
     seed: int = 0
     # system
     device: str = "auto"
-    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    bf16: bool = False  # autocast the training step to bfloat16 (CUDA, and CPUs: AMX/AVX-512 units pay off)
     compile: bool = False
     # logging, sampling, checkpoints
     log_every: int = 50
@@ -61,7 +64,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming any field whose value cannot work."""
-        positive = ["image_size", "depth", "heads", "head_dim", "patch_size", "text_dim", "text_depth", "batch_size",
+        positive = ["image_size", "depth", "heads", "head_dim", "patch_size", "text_dim", "text_depth", "text_length", "batch_size",
                     "grad_accum", "max_steps", "log_every", "sample_every", "ckpt_every", "sample_steps", "eval_samples"]
         for name in positive:
             if getattr(self, name) < 1:
@@ -71,7 +74,7 @@ class TrainConfig:
         if self.data == "imagefolder" and not self.latents:
             raise ValueError("latents: an ImageFolder is trained in latent space; expected the path of a latent cache "
                              "(python -m minisd3 encode-latents --data imagefolder ...), got ''")
-        if self.data == "shapes" and not self.latents:  # pixel canvases: only the sizes the generator draws
+        if self.data == "shapes" and not self.latents and not self.autoencoder:  # pixels: sizes the generator draws
             check_image_size(self.image_size)
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size: expected a multiple of patch_size {self.patch_size}, got {self.image_size}")
@@ -102,14 +105,14 @@ PRESETS: dict[str, dict] = {
     # CIFAR-10 pixels on one GPU: a B/2-class MM-DiT (size rule: hidden 64·depth, heads = depth)
     "cifar10": dict(data="cifar10", image_size=32, depth=12, heads=12, head_dim=64, batch_size=256, lr=2e-4,
                     warmup_steps=1000, max_steps=100_000, ema_decay=0.9999, log_every=100, sample_every=5000,
-                    ckpt_every=5000, compile=True, sample_steps=50, sample_cfg=1.5, eval_samples=10_000),
+                    ckpt_every=5000, compile=True, bf16=True, sample_steps=50, sample_cfg=1.5, eval_samples=10_000),
     # any ImageFolder (ImageNet's train/) at 256², encoded once to 32×32 latents by an f = 8 autoencoder
     # (e.g. SD3's VAE: python -m minisd3 encode-latents --data imagefolder --data-root ROOT
     #  --autoencoder VAE_DIR --out data/latents/imagefolder-256 --dtype float16); captions = class folder names
     "imagenet-latents": dict(data="imagefolder", latents="data/latents/imagefolder-256", image_size=32, depth=12,
                              heads=12, head_dim=64, batch_size=256, lr=1e-4, warmup_steps=1000, max_steps=200_000,
                              ema_decay=0.9999, log_every=100, sample_every=5000, ckpt_every=5000, compile=True,
-                             sample_steps=50, sample_cfg=3.0, eval_samples=10_000),
+                             bf16=True, sample_steps=50, sample_cfg=3.0, eval_samples=10_000),
 }
 
 

@@ -52,7 +52,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def build_model(config: TrainConfig, vocabulary, channels: int) -> TextToImage:
     """The MM-DiT + small text encoder a config describes."""
-    encoder = SmallTextEncoder(WordTokenizer(vocabulary), dim=config.text_dim, depth=config.text_depth,
+    encoder = SmallTextEncoder(WordTokenizer(vocabulary, config.text_length), dim=config.text_dim, depth=config.text_depth,
                                heads=max(1, config.text_dim // 32))
     mmdit = MMDiTConfig(input_size=config.image_size, in_channels=channels, patch_size=config.patch_size,
                         depth=config.depth, heads=config.heads, head_dim=config.head_dim,
@@ -182,7 +182,7 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
         trainee = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         trainee = torch.compile(trainee)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type in ("cuda", "cpu"))
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(config), indent=1))

@@ -43,3 +43,14 @@ def tiny_autoencoder_kl(path, scaling_factor=1.5, shift_factor=0.1):
                         shift_factor=shift_factor)
     vae.save_pretrained(path)
     return vae.eval()
+
+
+def tiny_shapes_autoencoder(path, width=8, channels=4, factor=4, scaling_factor=1.3, shift_factor=0.1):
+    """An untrained SmallAutoencoder (seeded) with a non-trivial latent scale and shift, saved to ``path``."""
+    from minisd3.autoencoder import AutoencoderConfig, SmallAutoencoder, save_autoencoder
+
+    torch.manual_seed(0)
+    model = SmallAutoencoder(AutoencoderConfig(latent_channels=channels, factor=factor, width=width)).eval()
+    model.scaling_factor, model.shift_factor = scaling_factor, shift_factor
+    save_autoencoder(model, path)
+    return path

@@ -39,7 +39,9 @@ class QKV(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v = (split_heads(part, self.heads) for part in self.qkv(x).chunk(3, dim=-1))
-        return self.q_norm(q), self.k_norm(k), v
+        if isinstance(self.q_norm, nn.RMSNorm):  # normalised in float32 under bf16 autocast, then cast back
+            q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)
+        return q, k, v
 
 
 class AttentionCore(nn.Module):

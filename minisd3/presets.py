@@ -96,9 +96,16 @@ class TrainConfig:
 DATA_KINDS = ("shapes", "digits", "cifar10", "imagefolder")
 
 PRESETS: dict[str, dict] = {
-    # the README's main job: a text-conditioned MM-DiT on generated shapes, ≤ 10 min on 2 CPU cores
-    "shapes": dict(image_size=24, patch_size=4, depth=4, heads=4, head_dim=32, batch_size=32, lr=2e-3,
-                   warmup_steps=200, max_steps=3000, sample_every=500, ckpt_every=1000),
+    # the README's main job: text-to-image on generated shapes in the latent space of the stored autoencoder
+    # (data/autoencoders/shapes-32: f = 4, 8 channels, 32 px canvas → 8×8×8 latents), ≤ 10 min on 2 CPU cores;
+    # how each value was chosen, with what it bought: docs/text_to_image_recipe.md
+    "shapes": dict(autoencoder="shapes-32", image_size=8, patch_size=2, depth=4, heads=4, head_dim=32, text_length=11,
+                   batch_size=64, lr=3e-3, warmup_steps=100, max_steps=2400, bf16=True, sample_every=400,
+                   ckpt_every=400, eval_samples=64),
+    # the stored course model (data/models/course): the same recipe, trained about 6× longer (resumable: --resume)
+    "shapes-course": dict(autoencoder="shapes-32", image_size=8, patch_size=2, depth=4, heads=4, head_dim=32,
+                          text_length=11, batch_size=64, lr=3e-3, warmup_steps=100, max_steps=14_000, bf16=True,
+                          sample_every=2000, ckpt_every=500, eval_samples=128),
     # class names as one-word captions ("zero" … "nine"), 8×8 digits from scikit-learn
     "digits": dict(data="digits", image_size=8, depth=3, heads=4, head_dim=32, batch_size=128, max_steps=3000,
                    sample_cfg=2.0),

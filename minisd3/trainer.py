@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 from .checkpoint import load_state, load_tensors, load_weights_into, resolve_checkpoint, restore_optimizer, save_checkpoint
 from .datasets import make_source
 from .env import get_device
-from .evaluation import evaluate
+from .adherence import ATTRIBUTES
+from .evaluation import ADHERENCE_KEYS, evaluate
 from .guidance import drop_mask
 from .grids import save_labelled_grid
 from .models import MMDiTConfig
@@ -43,7 +44,9 @@ from .text import SmallTextEncoder, WordTokenizer
 from .text_to_image import TextToImage
 from .timesteps import make_time_sampler, shift_time
 
-METRICS_HEADER = ("step", "loss", "lr", "grad_norm", "images_per_s")
+METRICS_HEADER = ("step", "loss", "lr", "grad_norm", "images_per_s", "train_cpu_s")
+ADHERENCE_FILE = "adherence.csv"
+"""Held-out and training-pair adherence with chance rates, at every sample step of a shapes run."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -167,7 +170,7 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-    start, last_ckpt = 0, None
+    start, last_ckpt, cpu_before = 0, None, 0.0
     if resume is not None:
         folder = resolve_checkpoint(resume)
         state = load_state(folder)
@@ -177,6 +180,7 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
         restore_optimizer(optimizer, {k: v.to(device) for k, v in load_tensors(folder, "optimizer.safetensors").items()},
                           state["optimizer"])
         start, last_ckpt = state["step"], folder
+        cpu_before = state.get("train_cpu_seconds", 0.0)
     trainee: nn.Module = model
     if env.world > 1:
         trainee = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -190,16 +194,20 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
     new_metrics = not metrics_path.exists() or start == 0
     if env.main and not new_metrics:
         drop_metrics_after(metrics_path, start)
+        if (out / ADHERENCE_FILE).exists():
+            drop_metrics_after(out / ADHERENCE_FILE, start)
     metrics = open(metrics_path, "w" if new_metrics else "a", newline="") if env.main else None
     writer = csv.writer(metrics) if metrics else None
     if writer and new_metrics:
         writer.writerow(METRICS_HEADER)
     micro = per_rank // config.grad_accum
     last_loss, tick, seen = float("nan"), time.perf_counter(), 0
+    cpu = CPUClock(cpu_before)  # CPU seconds of the training steps alone (sampling and saving not counted)
     bar = tqdm(range(start, stop), desc="training", disable=not (progress and env.main),
                initial=start, total=config.max_steps, mininterval=2.0)
     try:
         for step in bar:
+            cpu.resume()
             g = step_generator(config.seed, step)
             images, captions = source.batch(step, config.batch_size, g)
             t = training_times(config, config.batch_size, g)
@@ -231,32 +239,64 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
                 for p_ema, p in zip(ema.parameters(), model.parameters()):
                     p_ema.lerp_(p, 1 - decay)
             last_loss, seen = loss_value, seen + config.batch_size
+            cpu.pause()
             done = step + 1
             final = done == stop
             if writer and (done % config.log_every == 0 or final):
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 now = time.perf_counter()
-                writer.writerow([done, f"{loss_value:.6f}", f"{lr:.3e}", f"{grad_norm:.4f}", f"{seen / (now - tick):.1f}"])
+                writer.writerow([done, f"{loss_value:.6f}", f"{lr:.3e}", f"{grad_norm:.4f}", f"{seen / (now - tick):.1f}",
+                                 f"{cpu.seconds:.1f}"])
                 metrics.flush()
                 tick, seen = now, 0
                 bar.set_postfix(loss=f"{loss_value:.4f}")
             if env.main and (done % config.sample_every == 0 or final):
                 save_sample_grid(ema, source, config, out / "samples" / f"step_{done:07d}.png", device)
+                if getattr(source, "split", None) is not None:
+                    log_adherence(out / ADHERENCE_FILE, done, cpu.seconds,
+                                  evaluate(ema, source, config.eval_samples, config.sample_steps, config.sample_cfg,
+                                           config.shift, config.seed))
             if env.main and (done % config.ckpt_every == 0 or final):
                 last_ckpt = save_checkpoint(out, done, model.state_dict(), ema.state_dict(), optimizer,
                                             {"config": asdict(config), "vocabulary": list(source.vocabulary),
-                                             "channels": source.channels})
+                                             "channels": source.channels, "train_cpu_seconds": cpu.seconds})
     finally:
         if metrics:
             metrics.close()
-    summary = {"step": stop, "loss": last_loss, "checkpoint": str(last_ckpt) if last_ckpt else None}
+    summary = {"step": stop, "loss": last_loss, "train_cpu_seconds": round(cpu.seconds, 1),
+               "checkpoint": str(last_ckpt) if last_ckpt else None}
     if env.main and stop == config.max_steps:
         summary["evaluation"] = evaluate(ema, source, config.eval_samples, config.sample_steps,
                                           config.sample_cfg, config.shift, config.seed)
     if env.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+class CPUClock:
+    """Process CPU seconds (all threads) summed over the intervals between :meth:`resume` and :meth:`pause`."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds, self._since = seconds, None
+
+    def resume(self) -> None:
+        self._since = time.process_time()
+
+    def pause(self) -> None:
+        self.seconds += time.process_time() - self._since
+
+
+def log_adherence(path: Path, step: int, cpu_seconds: float, result: dict) -> None:
+    """Append one row (step, training CPU seconds, every adherence report of ``result``) to ``path``."""
+    columns = [f"{key}_{a}" for key in ADHERENCE_KEYS for a in (*ATTRIBUTES, "overall")]
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["step", "train_cpu_s", *columns])
+        values = {f"{key}_{a}": v for key in ADHERENCE_KEYS for a, v in result.get(key, {}).items()}
+        writer.writerow([step, f"{cpu_seconds:.1f}", *(f"{values[c]:.4f}" if c in values else "" for c in columns)])
 
 
 @torch.no_grad()

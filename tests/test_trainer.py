@@ -35,7 +35,7 @@ def test_resume_continues_exactly(tmp_path):
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
         assert_same(weights(tmp_path / "straight", name), weights(tmp_path / "broken", name))
     rows = (tmp_path / "broken" / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "step,loss,lr,grad_norm,images_per_s" and [r.split(",")[0] for r in rows[1:]] == list("123456")
+    assert rows[0] == "step,loss,lr,grad_norm,images_per_s,train_cpu_s" and [r.split(",")[0] for r in rows[1:]] == list("123456")
     straight = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[1] for r in rows[1:]] == [r.split(",")[1] for r in straight[1:]]
 
@@ -243,7 +243,7 @@ def test_resume_after_a_crash_drops_the_metrics_logged_after_the_checkpoint(tmp_
     train(config, tmp_path, progress=False, stop_at=5)  # rows 1-5 logged; the crash: resumed from step 3 below
     train(config, tmp_path, resume=tmp_path / "checkpoints" / "step_0000003", progress=False)
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "step,loss,lr,grad_norm,images_per_s"
+    assert rows[0] == "step,loss,lr,grad_norm,images_per_s,train_cpu_s"
     assert [int(row.split(",")[0]) for row in rows[1:]] == [1, 2, 3, 4, 5, 6]
     assert not (tmp_path / "metrics.csv.tmp").exists()
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .autoencoder import describe, load_autoencoder
+from .autoencoder import STORED_AUTOENCODERS, describe, load_autoencoder
 from .datasets import CIFAR10_CLASSES, DIGIT_WORDS, MissingDatasetError, load_cifar10
 from .digits import load_digits_tensor
 from .shapes import VOCABULARY, sample_shapes, split_prompts
@@ -255,7 +255,7 @@ def read_latent_cache(path: str | Path, autoencoder: str | Path = "", data: str 
         raise MissingDatasetError(f"latents: the cache at {str(path)!r} is incomplete: {LATENTS_FILE} has shape "
                                   f"{list(latents.shape)}, expected {meta['shape']}")
     decoder_path = str(autoencoder) if autoencoder else meta["autoencoder"].get("path")
-    if not decoder_path or not Path(decoder_path).is_dir():
+    if not decoder_path or not (Path(decoder_path).is_dir() or (STORED_AUTOENCODERS / decoder_path).is_dir()):
         raise MissingDatasetError(
             f"autoencoder: the latent cache {str(path)!r} decodes with the autoencoder at {decoder_path!r}, which is "
             "not on this machine; pass its folder with --set autoencoder=DIR")

@@ -71,14 +71,14 @@ def test_shapes_latent_source_encodes_fresh_scenes_with_the_frozen_autoencoder(a
 
 def test_make_source_picks_latent_shapes_only_without_a_cache_and_refuses_bad_canvases(ae):
     assert isinstance(make_source(tiny(f"autoencoder={ae}", "image_size=8", "patch_size=2")), ShapesLatentSource)
-    assert type(make_source(tiny("image_size=32"))) is ShapesSource
+    assert type(make_source(tiny("autoencoder=", "image_size=32"))) is ShapesSource
     # latent side 5 → canvas 20, which the shapes generator does not draw
     with pytest.raises(ValueError, match=r"image_size.*got 20"):
         ShapesLatentSource(ae, 5)
     with pytest.raises(ValueError, match=r"image_size.*got 20"):
         make_source(tiny(f"autoencoder={ae}", "image_size=5", "patch_size=1"))
     with pytest.raises(ValueError, match="image_size: expected one of"):  # pixels: the canvas itself is checked
-        tiny("image_size=8", "patch_size=2")
+        tiny("autoencoder=", "image_size=8", "patch_size=2")
 
 
 def test_latent_shapes_run_writes_decoded_samples_and_the_sample_command_decodes(latent_run, tmp_path, capsys):
@@ -197,11 +197,11 @@ def test_bf16_autocasts_the_training_step_on_cpu(bf16, dtype, tmp_path, monkeypa
     assert summary["loss"] == summary["loss"]  # finite under bf16 too (NaN would stop the run)
 
 
-def test_bf16_is_off_by_default_except_the_gpu_presets():
-    from minisd3.presets import preset_config
+def test_bf16_is_off_by_default_and_on_where_it_was_measured():
+    from minisd3.presets import TrainConfig, preset_config
 
-    assert not preset_config("shapes").bf16 and not preset_config("digits").bf16
-    assert preset_config("cifar10").bf16 and preset_config("imagenet-latents").bf16
+    assert not TrainConfig().bf16 and not preset_config("digits").bf16
+    assert all(preset_config(name).bf16 for name in ("shapes", "shapes-course", "cifar10", "imagenet-latents"))
 
 
 def test_text_length_sets_the_tokenizer_and_the_caption_limit():
@@ -212,6 +212,6 @@ def test_text_length_sets_the_tokenizer_and_the_caption_limit():
     assert ctx.shape[:2] == (2, 11)
     with pytest.raises(ValueError, match="captions: expected at most 10 words, got 11"):
         model.encode([" ".join(["red"] * 11)])
-    assert build_model(tiny(), VOCABULARY, 3).text_encoder.tokenizer.max_length == 16  # the default
+    assert build_model(tiny(preset="digits"), VOCABULARY, 3).text_encoder.tokenizer.max_length == 16  # the default
     with pytest.raises(ValueError, match="text_length: expected a positive value, got 0"):
         tiny("text_length=0")

@@ -82,7 +82,8 @@ def test_latent_source_reuses_the_epoch_permutation(shapes_cache):
 
 def test_training_on_shapes_latents_and_decoded_samples(shapes_cache, tmp_path):
     root, *_ = shapes_cache
-    config = tiny(f"latents={root / 'cache'}", "image_size=6", "patch_size=2", "max_steps=2", preset="shapes")
+    config = tiny(f"latents={root / 'cache'}", "autoencoder=", "image_size=6", "patch_size=2", "max_steps=2",
+                  preset="shapes")
     summary = train(config, tmp_path / "run", progress=False)
     assert np.isfinite(summary["loss"]) and "sliced_wasserstein" in summary["evaluation"]
     assert set(summary["evaluation"]["adherence"]) >= {"colour", "shape", "count", "overall"}  # held-out prompts
@@ -103,7 +104,8 @@ def test_training_on_shapes_latents_and_decoded_samples(shapes_cache, tmp_path):
 def test_latent_config_mistakes_are_named(shapes_cache, tmp_path):
     root, *_ = shapes_cache
     with pytest.raises(ValueError, match="image_size: the latent cache holds 6×6 latents"):
-        train(tiny(f"latents={root / 'cache'}", "image_size=8", "max_steps=1", preset="shapes"), tmp_path, progress=False)
+        train(tiny(f"latents={root / 'cache'}", "autoencoder=", "image_size=8", "max_steps=1", preset="shapes"), tmp_path,
+              progress=False)
     with pytest.raises(ValueError, match="was encoded from 'shapes', got 'digits'"):
         train(tiny(f"latents={root / 'cache'}", "image_size=6", "max_steps=1", preset="digits"), tmp_path, progress=False)
     with pytest.raises(ValueError, match="latents: an ImageFolder is trained in latent space"):

@@ -78,7 +78,7 @@ def test_shapes_run_ends_with_samples_checkpoint_and_adherence(tmp_path):
     for key in ADHERENCE_KEYS:  # held-out and training pairs, each beside its chance rate
         assert set(summary["evaluation"][key]) >= {"colour", "shape", "count", "overall"}
     # the sample grid: 8 prompts of held-out pairs in one row, 8 of training pairs in the next, 144-px cells
-    assert Image.open(tmp_path / "samples" / "step_0000002.png").width == 8 * (144 + GUTTER) + GUTTER
+    assert Image.open(tmp_path / "samples" / "step_0000002.png").width == 8 * (128 + GUTTER) + GUTTER  # decoded 32-pixel canvases, upscaled 4×
     prompts = (tmp_path / "samples" / "step_0000002.txt").read_text().splitlines()
     assert [split_prompts(0).is_held_out(p) for p in prompts] == [True] * 8 + [False] * 8
     folder = resolve_checkpoint(tmp_path)
@@ -96,7 +96,7 @@ def test_sample_and_eval_commands(tmp_path):
     done = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "two small red circles", "--steps", "2",
                "--cfg", "2", "--seed", "1", "--n", "4", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert Image.open(out).width == 4 * (144 + GUTTER) + GUTTER  # one row of four labelled cells
+    assert Image.open(out).width == 4 * (128 + GUTTER) + GUTTER  # one row of four labelled 32-pixel cells
     bad = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "two purple circles", "--out", str(out))
     assert bad.returncode == 2 and "unknown word 'purple'" in bad.stderr
     ev = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2")
@@ -165,7 +165,7 @@ def test_ema_decay_warms_up_to_the_configured_value(tmp_path):
     # one step from θ0 to θ1: θ_ema = 0.1·θ0 + 0.9·θ1 at step 0
     train(tiny("ema_decay=0.999", "max_steps=1"), tmp_path, progress=False)
     torch.manual_seed(config.seed)
-    initial = build_model(config, VOCABULARY, 3).state_dict()
+    initial = build_model(config, VOCABULARY, 8).state_dict()  # the preset's 8 latent channels
     model, ema = weights(tmp_path), weights(tmp_path, "ema.safetensors")
     for name in ("mmdit.final.linear.weight", "mmdit.blocks.0.image.qkv.qkv.weight"):
         assert torch.allclose(ema[name], 0.1 * initial[name] + 0.9 * model[name], atol=1e-6), name
@@ -250,9 +250,14 @@ def test_resume_after_a_crash_drops_the_metrics_logged_after_the_checkpoint(tmp_
 
 def test_unsupported_shapes_canvas_is_refused_before_the_run_directory_is_made(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "shapes", "--set", "image_size=20", "--quiet", "--out", str(out)]) == 2
+    pixels = ["--set", "autoencoder=", "--set", "patch_size=4"]
+    assert main(["train", "--preset", "shapes", *pixels, "--set", "image_size=20", "--quiet", "--out", str(out)]) == 2
     assert capsys.readouterr().err == "error: image_size: expected one of (24, 32, 48, 64) pixels, got 20\n"
     assert not out.exists()
+    # the preset's latents: image_size · f must be a canvas the generator draws (5 · 4 = 20 is not)
+    assert main(["train", "--preset", "shapes", "--set", "image_size=5", "--set", "patch_size=1", "--quiet",
+                 "--out", str(out)]) == 2
+    assert "image_size" in capsys.readouterr().err and not out.exists()
     # in latent space image_size counts latents, not canvas pixels
     assert apply_overrides(preset_config("shapes"), ["latents=cache", "image_size=6", "patch_size=2"]).image_size == 6
 

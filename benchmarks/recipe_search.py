@@ -29,7 +29,7 @@ from minisd3.datasets import make_source
 from minisd3.guidance import drop_mask
 from minisd3.presets import apply_overrides, preset_config
 from minisd3.seeding import make_generator, randn
-from minisd3.trainer import build_model, ema_decay_at, learning_rate, step_generator, training_times
+from minisd3.trainer import build_model, ema_decay_at, learning_rate, step_generator, training_times, update_ema
 
 
 def train_for(config, budget: float, log_every: int = 100):
@@ -53,10 +53,7 @@ def train_for(config, budget: float, log_every: int = 100):
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            decay = ema_decay_at(config, step)
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - decay)
+        update_ema(ema, model, ema_decay_at(config, step))
         step += 1
         if step % log_every == 0:
             print(f"step {step} loss {loss.item():.4f} cpu {time.process_time() - start:.0f} s", flush=True)

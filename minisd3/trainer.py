@@ -76,6 +76,13 @@ def ema_decay_at(config: TrainConfig, step: int) -> float:
     return min(config.ema_decay, (1 + step) / (10 + step))
 
 
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """θ_ema ← d·θ_ema + (1 − d)·θ for every parameter (module docstring)."""
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p, 1 - decay)
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The generator of step ``step``: everything random in that step comes from it."""
     return make_generator(seed * 1_000_003 + step)
@@ -234,10 +241,7 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
             grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                decay = ema_decay_at(config, step)
-                for p_ema, p in zip(ema.parameters(), model.parameters()):
-                    p_ema.lerp_(p, 1 - decay)
+            update_ema(ema, model, ema_decay_at(config, step))
             last_loss, seen = loss_value, seen + config.batch_size
             cpu.pause()
             done = step + 1

@@ -40,7 +40,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def load_run(ckpt: str, weights: str = "ema", device: str = "cpu"):
-    """(model, source, config) rebuilt from a checkpoint, with its EMA (or raw) weights."""
+    """(model, config, checkpoint folder) rebuilt from a checkpoint or stored model name, with its EMA (or raw) weights."""
     from .checkpoint import load_state, load_tensors, load_weights_into, resolve_checkpoint
     from .env import get_device
     from .presets import TrainConfig

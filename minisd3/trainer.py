@@ -209,6 +209,7 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
         writer.writerow(METRICS_HEADER)
     micro = per_rank // config.grad_accum
     last_loss, tick, seen = float("nan"), time.perf_counter(), 0
+    last_evaluation = None  # the evaluation of the final step, reused by the summary (shapes runs)
     cpu = CPUClock(cpu_before)  # CPU seconds of the training steps alone (sampling and saving not counted)
     bar = tqdm(range(start, stop), desc="training", disable=not (progress and env.main),
                initial=start, total=config.max_steps, mininterval=2.0)
@@ -258,9 +259,9 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
             if env.main and (done % config.sample_every == 0 or final):
                 save_sample_grid(ema, source, config, out / "samples" / f"step_{done:07d}.png", device)
                 if getattr(source, "split", None) is not None:
-                    log_adherence(out / ADHERENCE_FILE, done, cpu.seconds,
-                                  evaluate(ema, source, config.eval_samples, config.sample_steps, config.sample_cfg,
-                                           config.shift, config.seed))
+                    last_evaluation = evaluate(ema, source, config.eval_samples, config.sample_steps,
+                                               config.sample_cfg, config.shift, config.seed)
+                    log_adherence(out / ADHERENCE_FILE, done, cpu.seconds, last_evaluation)
             if env.main and (done % config.ckpt_every == 0 or final):
                 last_ckpt = save_checkpoint(out, done, model.state_dict(), ema.state_dict(), optimizer,
                                             {"config": asdict(config), "vocabulary": list(source.vocabulary),
@@ -271,8 +272,8 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
     summary = {"step": stop, "loss": last_loss, "train_cpu_seconds": round(cpu.seconds, 1),
                "checkpoint": str(last_ckpt) if last_ckpt else None}
     if env.main and stop == config.max_steps:
-        summary["evaluation"] = evaluate(ema, source, config.eval_samples, config.sample_steps,
-                                          config.sample_cfg, config.shift, config.seed)
+        summary["evaluation"] = last_evaluation or evaluate(ema, source, config.eval_samples, config.sample_steps,
+                                                             config.sample_cfg, config.shift, config.seed)
     if env.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

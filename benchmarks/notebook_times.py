@@ -1,6 +1,6 @@
 """Benchmark: wall seconds of every lesson notebook, run top to bottom in fast and in full mode.
 
-Each notebook in notebooks/ runs in a fresh kernel with :func:`minisd3.notebooks.execute_notebook`;
+Each notebook in notebooks/ runs in a fresh kernel with :func:`minisd3.course.notebooks.execute_notebook`;
 nothing is saved (the committed outputs stay as they are). Prints a table and exits with 1 if a
 notebook failed.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from minisd3.notebooks import execute_notebook
+from minisd3.course.notebooks import execute_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 

@@ -1,7 +1,7 @@
 """Benchmark: prompt adherence of a text-to-image recipe on the shapes for a fixed CPU budget.
 
 How the `shapes` preset was chosen (docs/text_to_image_recipe.md): each variant trains the
-engine's model (``minisd3.trainer.build_model``: MM-DiT + small text encoder) with the engine's
+engine's model (``minisd3.engine.loop.build_model``: MM-DiT + small text encoder) with the engine's
 data, times, learning-rate and EMA schedules until its training steps have used ``--budget``
 process-CPU seconds (evaluation not counted), then samples the EMA model (20 Euler steps) for
 256 prompts of held-out (colour, shape) pairs and 256 of training pairs and prints the adherence
@@ -11,7 +11,7 @@ of each attribute beside its chance rate (the same images scored against shuffle
     OMP_NUM_THREADS=1 python benchmarks/recipe_search.py --budget 300 --set autoencoder= \\
         --set image_size=24 --set patch_size=4          # the pixel-space recipe it replaced
 
-``--set`` takes the keys of :class:`minisd3.presets.TrainConfig` on top of the ``shapes`` preset;
+``--set`` takes the keys of :class:`minisd3.engine.config.TrainConfig` on top of the ``shapes`` preset;
 ``--max-steps`` sets the length of the cosine schedule (pick it so the budget ends near it).
 Run variants one per core with ``OMP_NUM_THREADS=1`` so they can be compared by CPU seconds.
 """
@@ -25,11 +25,11 @@ import time
 import torch
 
 from minisd3.adherence import adherence_report, chance_report
-from minisd3.datasets import make_source
+from minisd3.engine.config import apply_overrides, preset_config
+from minisd3.engine.data import make_source
+from minisd3.engine.loop import build_model, ema_decay_at, learning_rate, step_generator, training_times, update_ema
 from minisd3.guidance import drop_mask
-from minisd3.presets import apply_overrides, preset_config
 from minisd3.seeding import make_generator, randn
-from minisd3.trainer import build_model, ema_decay_at, learning_rate, step_generator, training_times, update_ema
 
 
 def train_for(config, budget: float, log_every: int = 100):

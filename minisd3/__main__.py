@@ -5,7 +5,7 @@
     grade NOTEBOOK [--lesson NN] [--json]
                                         run a practice notebook and score its checks (exit 2 if it cannot run)
     train | sample | eval | bench | autoencoder | encode-latents
-                                        training engine commands (see minisd3/commands.py)
+                                        training engine commands (see minisd3/cli.py)
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import argparse
 import json
 import sys
 
-from .commands import add_commands
+from .cli import add_commands
 
 
 def _execute(args: argparse.Namespace) -> int:
-    from .notebooks import execute_notebook
+    from .course.notebooks import execute_notebook
 
     for path in args.notebooks:
         _, seconds = execute_notebook(path, fast=args.fast, save_to=path, timeout=args.timeout)
@@ -26,7 +26,7 @@ def _execute(args: argparse.Namespace) -> int:
 
 
 def _exercises(args: argparse.Namespace) -> int:
-    from .exercises import stale_exercises, write_exercises
+    from .course.exercises import stale_exercises, write_exercises
 
     try:
         if args.check:
@@ -49,7 +49,7 @@ def _exercises(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from .exercises import GradingError, grade_notebook
+    from .course.exercises import GradingError, grade_notebook
 
     try:
         report = grade_notebook(args.notebook, lesson=args.lesson, timeout=args.timeout)

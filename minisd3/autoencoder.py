@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .files import atomic_file, load_weights_into, write_text_atomic
 from .seeding import randn
 from .training import DataSampler, train
 from .validation import check_positive_int, check_same_shape, check_tensor
@@ -304,11 +305,11 @@ def save_autoencoder(model: SmallAutoencoder, directory: str | Path, extra: dict
     from safetensors.torch import save_file
 
     folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, folder / WEIGHTS_FILE)
+    with atomic_file(folder / WEIGHTS_FILE) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp)
     meta = {"_class_name": KIND, "config": asdict(model.config), "scaling_factor": model.scaling_factor,
             "shift_factor": model.shift_factor, **(extra or {})}
-    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
+    write_text_atomic(folder / CONFIG_FILE, json.dumps(meta, indent=1))
     return folder
 
 
@@ -354,7 +355,6 @@ def load_autoencoder(path: str | Path, device=None) -> SmallAutoencoder | Pretra
     or the name of a stored one (a folder of :data:`STORED_AUTOENCODERS`) when no such path exists."""
     from safetensors.torch import load_file
 
-    from .checkpoint import load_weights_into
 
     folder = Path(path)
     if not folder.exists() and (STORED_AUTOENCODERS / str(path)).is_dir():

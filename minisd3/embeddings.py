@@ -1,4 +1,5 @@
-"""Sinusoidal embeddings of time and of 2-D position. The timestep embedding is as in SD3 (and diffusers' ``get_timestep_embedding`` with
+"""Sinusoidal embeddings of time and of 2-D position. The timestep embedding is as in SD3 (and
+diffusers' ``get_timestep_embedding`` with
 ``flip_sin_to_cos=True, downscale_freq_shift=0``).
 
 For t ∈ [0, 1] and an even dimension d = 2h:

@@ -5,8 +5,8 @@ import sys
 
 import torch
 
-from minisd3.checkpoint import load_tensors, resolve_checkpoint
-from minisd3.presets import apply_overrides, preset_config
+from minisd3.engine.checkpoints import load_tensors, resolve_checkpoint
+from minisd3.engine.config import apply_overrides, preset_config
 
 # a preset shrunk to seconds on one CPU thread; later overrides win
 TINY = ["depth=2", "heads=2", "head_dim=16", "text_dim=32", "text_depth=1", "batch_size=8", "warmup_steps=2",

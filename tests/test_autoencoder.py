@@ -4,16 +4,27 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_autoencoder_kl
 
-from minisd3.autoencoder import (AutoencoderConfig, MissingAutoencoderError, PretrainedAutoencoder, SmallAutoencoder,
-                                 autoencoder_loss, fit_latent_statistics, gaussian_window, kl_divergence,
-                                 load_autoencoder, psnr, reconstruction_report, save_autoencoder, ssim,
-                                 train_autoencoder)
+from minisd3.autoencoder import (
+    AutoencoderConfig,
+    MissingAutoencoderError,
+    PretrainedAutoencoder,
+    SmallAutoencoder,
+    autoencoder_loss,
+    fit_latent_statistics,
+    gaussian_window,
+    kl_divergence,
+    load_autoencoder,
+    psnr,
+    reconstruction_report,
+    save_autoencoder,
+    ssim,
+    train_autoencoder,
+)
 from minisd3.seeding import make_generator
 from minisd3.shapes import sample_shapes
 from minisd3.training import row_sampler
-
-from helpers import tiny_autoencoder_kl
 
 
 def small(channels=4, factor=4, width=8, in_channels=3):

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from minisd3 import blocks, checks, ddpm, embeddings, guidance, ode, patches, rectified_flow, timesteps
-from minisd3.checks import CHECKS, LESSON_CHECKS, CheckResult
+from minisd3 import blocks, ddpm, embeddings, guidance, ode, patches, rectified_flow, timesteps
+from minisd3.course import checks
+from minisd3.course.checks import CHECKS, LESSON_CHECKS, CheckResult
 from minisd3.validation import expand_time
 
 REFERENCES = {

@@ -1,7 +1,6 @@
 """minisd3's MM-DiT and diffusers' SD3Transformer2DModel compute the same function with the same weights."""
 import pytest
 import torch
-
 from diffusers import SD3Transformer2DModel
 
 from minisd3.convert import mmdit_from_diffusers, mmdit_to_diffusers
@@ -45,7 +44,8 @@ def diffusers_velocity(m, x, t, ctx, pooled):
     return m(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled, timestep=1000 * t).sample
 
 
-@pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: f"L{kw['num_layers']}H{kw['num_attention_heads']}p{kw['patch_size']}qk{kw['qk_norm']}max{kw['pos_embed_max_size']}")
+@pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: (f"L{kw['num_layers']}H{kw['num_attention_heads']}p{kw['patch_size']}"
+                                                      f"qk{kw['qk_norm']}max{kw['pos_embed_max_size']}"))
 def test_from_diffusers_agrees_within_1e5(kw):
     m = randomised(kw)
     ours = mmdit_from_diffusers(m).eval()

@@ -15,7 +15,7 @@ from minisd3.adherence import (
     detect_objects,
     score_prompt,
 )
-from minisd3.plotting import plot_adherence
+from minisd3.course.plotting import plot_adherence
 from minisd3.seeding import make_generator
 from minisd3.shapes import (
     COLOURS,

@@ -11,13 +11,12 @@ from unittest import mock
 import pytest
 import torch
 import torch_fidelity
+from helpers import cli, tiny
 from torch import nn
 
-from minisd3.evaluation import INCEPTION_FILE, _Uint8Images, fid, inception_weights
+from minisd3.engine.evaluation import INCEPTION_FILE, _Uint8Images, fid, inception_weights
+from minisd3.engine.loop import train
 from minisd3.seeding import make_generator
-from minisd3.trainer import train
-
-from helpers import cli, tiny
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +81,8 @@ def test_eval_sweeps_sampling_steps_with_fid(tmp_path, inception_file):
 
 def test_eval_csv_puts_chance_beside_adherence_for_both_prompt_sets(tmp_path):
     from minisd3.adherence import ATTRIBUTES
-    from minisd3.commands import eval_columns, write_eval_csv
-    from minisd3.evaluation import ADHERENCE_KEYS
+    from minisd3.cli import eval_columns, write_eval_csv
+    from minisd3.engine.evaluation import ADHERENCE_KEYS
 
     assert ADHERENCE_KEYS == ("adherence", "chance", "adherence_train_pairs", "chance_train_pairs")
     report = {a: 0.5 for a in (*ATTRIBUTES, "overall")}

@@ -12,17 +12,17 @@ import nbformat
 import pytest
 
 from minisd3.__main__ import main
-from minisd3.checks import LESSON_CHECKS
-from minisd3.exercises import (
+from minisd3.course.checks import LESSON_CHECKS
+from minisd3.course.exercises import (
     GradeReport,
-    render_exercise,
     read_checks,
+    render_exercise,
     resolve_lesson,
     stale_exercises,
     strip_solutions,
     stub_messages,
 )
-from minisd3.notebooks import cell_errors, execute_notebook
+from minisd3.course.notebooks import cell_errors, execute_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "exercises"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from minisd3.grids import GUTTER, GUTTER_RGB, labelled_grid, save_labelled_grid
+from minisd3.engine.grids import GUTTER, GUTTER_RGB, labelled_grid, save_labelled_grid
 from minisd3.seeding import make_generator
 from minisd3.shapes import format_prompt, render, render_prompt, sample_prompt
 

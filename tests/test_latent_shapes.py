@@ -4,24 +4,23 @@ import shutil
 
 import pytest
 import torch
+from helpers import tiny, tiny_shapes_autoencoder
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
 import minisd3.autoencoder as autoencoder_module
-import minisd3.checkpoint as checkpoint_module
-import minisd3.trainer as trainer_module
+import minisd3.engine.checkpoints as checkpoint_module
+import minisd3.engine.loop as trainer_module
 from minisd3.__main__ import main
 from minisd3.autoencoder import AutoencoderConfig, SmallAutoencoder, load_autoencoder, save_autoencoder
-from minisd3.checkpoint import CheckpointError, export_weights, resolve_checkpoint
-from minisd3.commands import load_run
-from minisd3.datasets import ShapesLatentSource, ShapesSource, make_source
-from minisd3.grids import GUTTER
+from minisd3.cli import load_run
+from minisd3.engine.checkpoints import CheckpointError, export_weights, resolve_checkpoint
+from minisd3.engine.data import ShapesLatentSource, ShapesSource, make_source
+from minisd3.engine.grids import GUTTER
+from minisd3.engine.loop import build_model, step_generator, train
 from minisd3.seeding import make_generator
 from minisd3.shapes import VOCABULARY, sample_shapes, split_prompts
-from minisd3.trainer import build_model, step_generator, train
-
-from helpers import tiny, tiny_shapes_autoencoder
 
 # a latent-space shapes run shrunk to seconds: 8×8 latents of 32-pixel canvases (f = 4)
 TINY_LATENT = ["image_size=8", "patch_size=2", "depth=1", "heads=2", "head_dim=8", "text_dim=16", "text_depth=1",
@@ -198,7 +197,7 @@ def test_bf16_autocasts_the_training_step_on_cpu(bf16, dtype, tmp_path, monkeypa
 
 
 def test_bf16_is_off_by_default_and_on_where_it_was_measured():
-    from minisd3.presets import TrainConfig, preset_config
+    from minisd3.engine.config import TrainConfig, preset_config
 
     assert not TrainConfig().bf16 and not preset_config("digits").bf16
     assert all(preset_config(name).bf16 for name in ("shapes", "shapes-course", "cifar10", "imagenet-latents"))

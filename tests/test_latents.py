@@ -4,19 +4,25 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny, tiny_autoencoder_kl
 
 from minisd3.__main__ import main
 from minisd3.autoencoder import AutoencoderConfig, SmallAutoencoder, fit_latent_statistics, save_autoencoder
-from minisd3.datasets import LatentSource, MissingDatasetError, TensorSource
-from minisd3.grids import GUTTER
-from minisd3.latents import (caption_from_folder, encode_dataset, image_batches, image_folder, load_images,
-                             read_latent_cache, words_of)
-from minisd3.presets import apply_overrides, preset_config
+from minisd3.engine.data import LatentSource, MissingDatasetError, TensorSource
+from minisd3.engine.grids import GUTTER
+from minisd3.engine.latent_cache import (
+    caption_from_folder,
+    encode_dataset,
+    image_batches,
+    image_folder,
+    load_images,
+    read_latent_cache,
+    words_of,
+)
+from minisd3.engine.loop import train
 from minisd3.seeding import make_generator
 from minisd3.shapes import VOCABULARY, split_prompts
-from minisd3.trainer import train
 
-from helpers import tiny, tiny_autoencoder_kl
 
 @pytest.fixture(scope="module")
 def shapes_cache(tmp_path_factory):
@@ -131,7 +137,7 @@ def write_image_folder(root, classes=("red_square", "blue_circle"), per_class=3)
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for k, name in enumerate(classes):
+    for name in classes:
         (root / name).mkdir(parents=True)
         for i in range(per_class):
             pixels = rng.integers(0, 256, (20 + 4 * i, 28, 3), dtype=np.uint8)

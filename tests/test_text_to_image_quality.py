@@ -9,12 +9,12 @@ import csv
 import torch
 
 from minisd3.adherence import ATTRIBUTES
-from minisd3.checkpoint import STORED_MODELS
-from minisd3.commands import load_run
-from minisd3.datasets import make_source
-from minisd3.evaluation import evaluate
-from minisd3.presets import apply_overrides, preset_config
-from minisd3.trainer import train
+from minisd3.cli import load_run
+from minisd3.engine.checkpoints import STORED_MODELS
+from minisd3.engine.config import apply_overrides, preset_config
+from minisd3.engine.data import make_source
+from minisd3.engine.evaluation import evaluate
+from minisd3.engine.loop import train
 
 COURSE_REFERENCE = STORED_MODELS / "course" / "run" / "eval_64.csv"
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
+from minisd3.engine.benchmark import bench_config, count_training_flops, counting_flops, peak_bf16_for, run_benchmark
 from minisd3.models import MMDiT
-from minisd3.throughput import bench_config, count_training_flops, counting_flops, peak_bf16_for, run_benchmark
 
 
 @pytest.mark.parametrize("name, peak", [
@@ -21,18 +21,18 @@ def linear_flops(rows, fan_in, fan_out):
 
 def mmdit_flops_by_hand(cfg, text_tokens, frequency_dim=256):
     """(forward FLOPs per image, forward FLOPs of the Linear layers whose input needs no gradient), from the config."""
-    d, n, l = cfg.hidden, (cfg.input_size // cfg.patch_size) ** 2, text_tokens
+    d, n, n_text = cfg.hidden, (cfg.input_size // cfg.patch_size) ** 2, text_tokens
     patch = cfg.patch_size**2 * cfg.in_channels
-    first = (linear_flops(n, patch, d) + linear_flops(l, cfg.context_dim, d)   # patch and context embedding
+    first = (linear_flops(n, patch, d) + linear_flops(n_text, cfg.context_dim, d)   # patch and context embedding
              + linear_flops(1, frequency_dim, d) + linear_flops(1, cfg.pooled_dim, d))  # first Linear of t and pooled MLPs
     forward = first + 2 * linear_flops(1, d, d)  # second Linear of the t and pooled MLPs
     for i in range(cfg.depth):
         pre_only = i == cfg.depth - 1  # the last context stream: adaLN shift/scale and q, k, v only
-        for rows, full in ((n, True), (l, not pre_only)):
+        for rows, full in ((n, True), (n_text, not pre_only)):
             forward += linear_flops(1, d, 6 * d if full else 2 * d) + linear_flops(rows, d, 3 * d)  # adaLN, qkv
             if full:  # output projection and MLP d → 4d → d
                 forward += linear_flops(rows, d, d) + 2 * linear_flops(rows, d, 4 * d)
-        forward += 2 * linear_flops(n + l, n + l, d)  # joint attention: QKᵀ and PV over all heads
+        forward += 2 * linear_flops(n + n_text, n + n_text, d)  # joint attention: QKᵀ and PV over all heads
     forward += linear_flops(1, d, 2 * d) + linear_flops(n, d, patch)  # final adaLN and Linear
     return forward, first
 

@@ -11,21 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY, assert_same, cli, tiny, weights
 from PIL import Image
 
 from minisd3.__main__ import main
-from minisd3.checkpoint import CheckpointError, load_tensors, resolve_checkpoint
-from minisd3.datasets import CIFAR10_CLASSES, MissingDatasetError, load_cifar10
-from minisd3.evaluation import ADHERENCE_KEYS
-from minisd3.grids import GUTTER
-from minisd3.presets import apply_overrides, preset_config
+from minisd3.engine.checkpoints import CheckpointError, resolve_checkpoint
+from minisd3.engine.config import apply_overrides, preset_config
+from minisd3.engine.data import CIFAR10_CLASSES, MissingDatasetError, load_cifar10
+from minisd3.engine.evaluation import ADHERENCE_KEYS
+from minisd3.engine.grids import GUTTER
+from minisd3.engine.loop import NonFiniteLossError, build_model, ema_decay_at, learning_rate, train, training_times
 from minisd3.seeding import make_generator
 from minisd3.shapes import VOCABULARY, split_prompts
 from minisd3.text_to_image import TextToImage
 from minisd3.timesteps import make_time_sampler, shift_time
-from minisd3.trainer import NonFiniteLossError, build_model, ema_decay_at, learning_rate, train, training_times
 
-from helpers import TINY, assert_same, cli, tiny, weights
 
 def test_resume_continues_exactly(tmp_path):
     config = tiny("max_steps=6")
@@ -78,7 +78,8 @@ def test_shapes_run_ends_with_samples_checkpoint_and_adherence(tmp_path):
     for key in ADHERENCE_KEYS:  # held-out and training pairs, each beside its chance rate
         assert set(summary["evaluation"][key]) >= {"colour", "shape", "count", "overall"}
     # the sample grid: 8 prompts of held-out pairs in one row, 8 of training pairs in the next, 144-px cells
-    assert Image.open(tmp_path / "samples" / "step_0000002.png").width == 8 * (128 + GUTTER) + GUTTER  # decoded 32-pixel canvases, upscaled 4×
+    # decoded 32-pixel canvases, upscaled 4×
+    assert Image.open(tmp_path / "samples" / "step_0000002.png").width == 8 * (128 + GUTTER) + GUTTER
     prompts = (tmp_path / "samples" / "step_0000002.txt").read_text().splitlines()
     assert [split_prompts(0).is_held_out(p) for p in prompts] == [True] * 8 + [False] * 8
     folder = resolve_checkpoint(tmp_path)
@@ -117,8 +118,8 @@ def test_truncated_and_mismatched_checkpoints_are_named(tmp_path):
     train(tiny("max_steps=1", "depth=3"), tmp_path / "deeper", progress=False)
     with pytest.raises(ValueError, match="another configuration"):
         train(tiny("max_steps=2"), tmp_path / "deeper", resume=tmp_path / "deeper", progress=False)
-    from minisd3.checkpoint import load_weights_into
-    from minisd3.trainer import build_model
+    from minisd3.files import load_weights_into
+    from minisd3.engine.loop import build_model
     small = build_model(tiny(), ["one"], 3)
     with pytest.raises(CheckpointError, match="not in this model: mmdit.blocks.2"):
         load_weights_into(small, {**small.state_dict(), **weights(tmp_path / "deeper")}, "model")

@@ -11,7 +11,6 @@ from minisd3.toy2d import sample_8gaussians
 from minisd3.training import RECIPES, row_sampler, train, train_ddpm, train_rectified_flow, train_reflow
 
 
-
 def small_model(seed=0):
     torch.manual_seed(seed)
     return TimeMLP((2,), hidden=32, depth=2, time_dim=16)

@@ -21,7 +21,6 @@ renamed over the target), so a reader never sees half a grid.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -31,8 +30,9 @@ import torch
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
-from .adherence import ATTRIBUTES, score_prompt
-from .validation import check_positive_int, check_tensor
+from ..adherence import ATTRIBUTES, score_prompt
+from ..files import atomic_file
+from ..validation import check_positive_int, check_tensor
 
 VERDICT_LABELS: dict[str, str] = {"colour": "col", "shape": "shp", "count": "cnt", "size": "siz", "relation": "rel"}
 """Short names of the attributes in a cell's verdict line."""
@@ -186,7 +186,6 @@ def save_labelled_grid(path: str | Path, images: torch.Tensor, prompts: Sequence
         raise ValueError(f"path: expected an image file name such as grid.png, got {str(path)!r}")
     grid = labelled_grid(images, prompts, held_out, verdicts, title, columns, min_side)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    grid.save(tmp, format=image_format)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        grid.save(tmp, format=image_format)
     return path

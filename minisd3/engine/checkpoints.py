@@ -14,20 +14,16 @@ any moment leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..files import CheckpointError, atomic_folder, write_text_atomic
+
 FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, truncated, corrupt or made for another configuration."""
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -59,21 +55,13 @@ def save_checkpoint(run_dir: str | Path, step: int, model: dict[str, torch.Tenso
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:07d}.", dir=root))
     opt_tensors, opt_meta = optimizer_tensors(optimizer)
-    save_file(_contiguous(model), tmp / "model.safetensors")
-    save_file(_contiguous(ema), tmp / "ema.safetensors")
-    save_file(_contiguous(opt_tensors), tmp / "optimizer.safetensors")
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta}, indent=1))
-    for name in FILES:
-        with open(tmp / name, "rb") as handle:
-            os.fsync(handle.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    pointer = root / ".latest.tmp"
-    pointer.write_text(final.name)
-    os.replace(pointer, root / "latest")
+    with atomic_folder(final) as tmp:
+        save_file(_contiguous(model), tmp / "model.safetensors")
+        save_file(_contiguous(ema), tmp / "ema.safetensors")
+        save_file(_contiguous(opt_tensors), tmp / "optimizer.safetensors")
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta}, indent=1))
+    write_text_atomic(root / "latest", final.name)
     for old in sorted(p for p in root.glob("step_*") if p.is_dir())[:-keep]:
         shutil.rmtree(old)
     return final
@@ -117,14 +105,10 @@ def export_weights(run: str | Path, out: str | Path, dtype: torch.dtype = torch.
     state = load_state(folder)
     weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_tensors(folder, "ema.safetensors").items()}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    save_file(_contiguous(weights), tmp / "ema.safetensors")
-    (tmp / "state.json").write_text(json.dumps({**state, "optimizer": None, "exported_from": str(folder),
-                                                "dtype": str(dtype).removeprefix("torch.")}, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_folder(out) as tmp:
+        save_file(_contiguous(weights), tmp / "ema.safetensors")
+        (tmp / "state.json").write_text(json.dumps({**state, "optimizer": None, "exported_from": str(folder),
+                                                    "dtype": str(dtype).removeprefix("torch.")}, indent=1))
     return out
 
 
@@ -145,19 +129,3 @@ def load_state(folder: Path) -> dict:
         return json.loads((folder / "state.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"ckpt: {folder / 'state.json'} is unreadable or corrupt ({err})") from err
-
-
-def load_weights_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
-    """``module.load_state_dict`` with every mismatch listed by name and shape."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = sorted(f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
-                   for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape)
-    if missing or unexpected or wrong:
-        lines = [f"{what}: the checkpoint was made for another configuration"]
-        lines += [f"  missing from checkpoint: {k}" for k in missing[:20]]
-        lines += [f"  not in this model: {k}" for k in unexpected[:20]]
-        lines += [f"  shape mismatch {w}" for w in wrong[:20]]
-        raise CheckpointError("\n".join(lines))
-    module.load_state_dict(tensors)

@@ -15,8 +15,8 @@ update equals the single-process update on the global batch, and a resumed run c
 """
 from __future__ import annotations
 
-import copy
 import contextlib
+import copy
 import csv
 import json
 import math
@@ -30,19 +30,20 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_state, load_tensors, load_weights_into, resolve_checkpoint, restore_optimizer, save_checkpoint
-from .datasets import make_source
-from .env import get_device
-from .adherence import ATTRIBUTES
+from ..adherence import ATTRIBUTES
+from ..env import get_device
+from ..files import atomic_file, load_weights_into, write_text_atomic
+from ..guidance import drop_mask
+from ..models import MMDiTConfig
+from ..seeding import make_generator, randn
+from ..text import SmallTextEncoder, WordTokenizer
+from ..text_to_image import TextToImage
+from ..timesteps import make_time_sampler, shift_time
+from .checkpoints import load_state, load_tensors, resolve_checkpoint, restore_optimizer, save_checkpoint
+from .config import TrainConfig
+from .data import make_source
 from .evaluation import ADHERENCE_KEYS, evaluate
-from .guidance import drop_mask
 from .grids import save_labelled_grid
-from .models import MMDiTConfig
-from .presets import TrainConfig
-from .seeding import make_generator, randn
-from .text import SmallTextEncoder, WordTokenizer
-from .text_to_image import TextToImage
-from .timesteps import make_time_sampler, shift_time
 
 METRICS_HEADER = ("step", "loss", "lr", "grad_norm", "images_per_s", "train_cpu_s")
 ADHERENCE_FILE = "adherence.csv"
@@ -133,10 +134,8 @@ def drop_metrics_after(path: Path, step: int) -> None:
     with open(path, newline="") as handle:
         rows = list(csv.reader(handle))
     kept = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as handle:
         csv.writer(handle).writerows(kept)
-    os.replace(tmp, path)
 
 
 def _check_resume_config(saved: dict, config: TrainConfig) -> None:
@@ -196,7 +195,7 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type in ("cuda", "cpu"))
     if env.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+        write_text_atomic(out / "config.json", json.dumps(asdict(config), indent=1))
     metrics_path = out / "metrics.csv"
     new_metrics = not metrics_path.exists() or start == 0
     if env.main and not new_metrics:
@@ -275,7 +274,7 @@ def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distribu
         summary["evaluation"] = last_evaluation or evaluate(ema, source, config.eval_samples, config.sample_steps,
                                                              config.sample_cfg, config.shift, config.seed)
     if env.main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
@@ -306,7 +305,7 @@ def log_adherence(path: Path, step: int, cpu_seconds: float, result: dict) -> No
 
 @torch.no_grad()
 def save_sample_grid(model: TextToImage, source, config: TrainConfig, path: Path, device, n: int = 16) -> list[str]:
-    """Sample ``n`` prompts with the EMA model into a labelled PNG grid (:mod:`minisd3.grids`, latents
+    """Sample ``n`` prompts with the EMA model into a labelled PNG grid (:mod:`minisd3.engine.grids`, latents
     decoded) and write the prompts, one a line, to the ``.txt`` beside it; returns the prompts.
 
     For shapes (a source with a ``split``) the first ⌈n/2⌉ prompts use held-out (colour, shape)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .adherence import adherence_report, chance_report
-from .metrics import sliced_wasserstein
-from .seeding import make_generator
-from .text_to_image import TextToImage
+from ..adherence import adherence_report, chance_report
+from ..metrics import sliced_wasserstein
+from ..seeding import make_generator
+from ..text_to_image import TextToImage
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 ADHERENCE_KEYS = ("adherence", "chance", "adherence_train_pairs", "chance_train_pairs")

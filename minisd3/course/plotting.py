@@ -15,9 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .adherence import ATTRIBUTES
-from .digits import to_unit_range
-from .ode import Trajectory, VelocityField
+from ..adherence import ATTRIBUTES
+from ..digits import to_unit_range
+from ..ode import Trajectory, VelocityField
 
 STATIC_ENV = "MINISD3_STATIC"
 
@@ -94,7 +94,7 @@ def plot_adherence(ax, settings: Sequence[float], adherence: Sequence[dict[str, 
 
     ``adherence[k]`` and ``chance[k]`` are the reports (attribute → fraction in [0, 1]) measured at
     ``settings[k]``, e.g. ``result["adherence"]`` and ``result["chance"]`` of
-    :func:`minisd3.evaluation.evaluate`; an attribute missing from the reports (``relation``
+    :func:`minisd3.engine.evaluation.evaluate`; an attribute missing from the reports (``relation``
     without two-group prompts) is left out. Raises a ValueError when the three lengths differ.
     """
     if not len(settings) == len(adherence) == len(chance):

@@ -9,7 +9,7 @@ contiguous slice of the same global batch (data sharding without a sampler's sta
               so the model trains on latents of endless fresh scenes, as SD3 trains on its VAE's
     digits    scikit-learn's 8×8 digits, captions "zero" … "nine"
     cifar10   CIFAR-10 train through torchvision, captions are the class names
-    latents   any of them (or an ImageFolder) encoded once by an autoencoder (:mod:`minisd3.latents`),
+    latents   any of them (or an ImageFolder) encoded once by an autoencoder (:mod:`minisd3.engine.latent_cache`),
               memory-mapped; samples are decoded to images by ``source.to_images``
 Finite data sets are visited in a fresh random permutation each epoch.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .digits import load_digits_tensor
-from .shapes import VOCABULARY, check_image_size, sample_shapes, split_prompts
+from ..digits import load_digits_tensor
+from ..shapes import VOCABULARY, check_image_size, sample_shapes, split_prompts
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -69,7 +69,7 @@ class ShapesLatentSource(ShapesSource):
     """
 
     def __init__(self, autoencoder: str | Path, latent_size: int, seed: int = 0):
-        from .autoencoder import load_autoencoder
+        from ..autoencoder import load_autoencoder
 
         self.codec = load_autoencoder(autoencoder)
         super().__init__(check_image_size(latent_size * self.codec.factor, "image_size × the autoencoder's factor"), seed)
@@ -113,14 +113,14 @@ class TensorSource(PixelSource):
 
 
 class LatentSource(TensorSource):
-    """Cached latents z′ of an autoencoder (:mod:`minisd3.latents`), memory-mapped, with the cache's captions.
+    """Cached latents z′ of an autoencoder (:mod:`minisd3.engine.latent_cache`), memory-mapped, with the cache's captions.
 
     Rows are read from disk only when a batch asks for them; ``to_images`` decodes samples with
     the autoencoder that made the cache (``autoencoder`` overrides its recorded path).
     """
 
     def __init__(self, cache: str | Path, seed: int = 0, autoencoder: str = "", data: str = "DATA"):
-        from .latents import read_latent_cache
+        from .latent_cache import read_latent_cache
 
         self.cache = read_latent_cache(cache, autoencoder, data)
         with warnings.catch_warnings():  # read-only mmap: the tensor shares it and is never written
@@ -164,7 +164,8 @@ def load_cifar10(root: str | Path, download: bool = False, train: bool = True) -
     if missing:
         raise MissingDatasetError(
             f"data_root: CIFAR-10 is not in {str(root)!r} (expected {folder} with {', '.join(missing)}). "
-            "Download it with --set download=true for train (--download for autoencoder and encode-latents; about 170 MB), or put the extracted "
+            "Download it with --set download=true for train (--download for autoencoder and encode-latents; "
+            "about 170 MB), or put the extracted "
             f"'{CIFAR10_FOLDER}' folder there."
         )
     rows, labels = [], []
@@ -178,7 +179,7 @@ def load_cifar10(root: str | Path, download: bool = False, train: bool = True) -
 
 
 def make_source(config):
-    """The data source a :class:`~minisd3.presets.TrainConfig` asks for (a latent cache when ``latents`` is set)."""
+    """The data source a :class:`~minisd3.engine.config.TrainConfig` asks for (a latent cache when ``latents`` is set)."""
     if config.latents:
         source = LatentSource(config.latents, config.seed, config.autoencoder, config.data)
         if source.cache.data != config.data:

@@ -25,9 +25,6 @@ Commands (``python -m minisd3``):
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +33,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .autoencoder import STORED_AUTOENCODERS, describe, load_autoencoder
-from .datasets import CIFAR10_CLASSES, DIGIT_WORDS, MissingDatasetError, load_cifar10
-from .digits import load_digits_tensor
-from .shapes import VOCABULARY, sample_shapes, split_prompts
-from .validation import check_positive_int
+from ..autoencoder import STORED_AUTOENCODERS, describe, load_autoencoder
+from ..digits import load_digits_tensor
+from ..files import atomic_folder
+from ..shapes import VOCABULARY, sample_shapes, split_prompts
+from ..validation import check_positive_int
+from .data import CIFAR10_CLASSES, DIGIT_WORDS, MissingDatasetError, load_cifar10
 
 META_FILE, LATENTS_FILE, LABELS_FILE = "latents.json", "latents.npy", "labels.npy"
 IMAGE_DATA = ("shapes", "digits", "cifar10", "imagefolder")
@@ -153,12 +151,10 @@ def encode_dataset(autoencoder, batches: Batches, count: int, out: str | Path, c
         raise ValueError(f"out: {str(out)!r} already holds a latent cache; delete it or choose another folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"out: expected a new or empty folder for the latent cache, got {str(out)!r} with files in it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     index = {name: i for i, name in enumerate(class_names)}
     labels = np.zeros(count, dtype=np.int64)
     latents, done, total, squares = None, 0, 0.0, 0.0
-    try:
+    with atomic_folder(out) as tmp:
         bar = tqdm(total=count, desc="encoding", disable=not progress, mininterval=2.0)
         for images, captions in batches:
             z = autoencoder.images_to_latents(images, batch=len(images)).cpu().numpy()
@@ -193,12 +189,6 @@ def encode_dataset(autoencoder, batches: Batches, count: int, out: str | Path, c
         }
         del latents
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -264,10 +254,16 @@ def read_latent_cache(path: str | Path, autoencoder: str | Path = "", data: str 
 
 def autoencoder_command(args) -> int:
     """``python -m minisd3 autoencoder``: train a small autoencoder, fit scale and shift, report PSNR/SSIM, save."""
-    from .autoencoder import AutoencoderConfig, SmallAutoencoder, fit_latent_statistics, reconstruction_report, \
-        save_autoencoder, train_autoencoder
-    from .env import get_device
-    from .training import row_sampler
+    from ..autoencoder import (
+        AutoencoderConfig,
+        SmallAutoencoder,
+        fit_latent_statistics,
+        reconstruction_report,
+        save_autoencoder,
+        train_autoencoder,
+    )
+    from ..env import get_device
+    from ..training import row_sampler
 
     held_out = 256
     image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.data]
@@ -293,7 +289,7 @@ def autoencoder_command(args) -> int:
 
 def encode_latents_command(args) -> int:
     """``python -m minisd3 encode-latents``: encode a data set once into a latent cache."""
-    from .env import get_device
+    from ..env import get_device
 
     autoencoder = load_autoencoder(args.autoencoder, get_device(args.device))
     image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.data]

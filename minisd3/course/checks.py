@@ -22,15 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-
 from einops import rearrange
 from torch import nn
 
-from . import attention, blocks, ddpm, embeddings, guidance, ode, patches, rectified_flow, timesteps
-from .marginal_field import marginal_velocity
-from .seeding import make_generator, randn
-from .toy2d import GaussianMixture
-from .validation import expand_time
+from .. import attention, blocks, ddpm, embeddings, guidance, ode, patches, rectified_flow, timesteps
+from ..marginal_field import marginal_velocity
+from ..seeding import make_generator, randn
+from ..toy2d import GaussianMixture
+from ..validation import expand_time
 
 
 @dataclass(frozen=True)

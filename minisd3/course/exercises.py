@@ -17,8 +17,8 @@ always give the same bytes, and ``python -m minisd3 exercises --check`` can tell
 is stale.
 
 Grading runs a notebook in fast mode with errors allowed, reads the ``[check] NAME: …`` lines its
-check cells printed (:mod:`minisd3.checks`) and scores them against the lesson's expected checks
-in :data:`minisd3.checks.LESSON_CHECKS`; of the learner's file only the lesson's name is used.
+check cells printed (:mod:`minisd3.course.checks`) and scores them against the lesson's expected checks
+in :data:`minisd3.course.checks.LESSON_CHECKS`; of the learner's file only the lesson's name is used.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from .env import FAST_ENV
+from ..env import FAST_ENV
 from .plotting import STATIC_ENV
 
 

@@ -5,7 +5,7 @@
     python -m minisd3 sample --ckpt runs/shapes --prompt "two red circles above one blue square" --out a.png
     python -m minisd3 eval --ckpt runs/shapes --steps 5 10 20 50 --out sweep.csv [--fid --inception-weights PATH]
 
-Latent space (lesson 08, :mod:`minisd3.latents`): train or bring an autoencoder, encode the data once, train on it
+Latent space (lesson 08, :mod:`minisd3.engine.latent_cache`): train or bring an autoencoder, encode the data once, train on it
 
     python -m minisd3 autoencoder --data cifar10 --channels 4 --factor 4 --out runs/ae-c10
     python -m minisd3 encode-latents --data cifar10 --autoencoder runs/ae-c10 --out data/latents/c10
@@ -20,14 +20,15 @@ import csv
 import io
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
+from .files import write_text_atomic
+
 
 def _train(args: argparse.Namespace) -> int:
-    from .presets import apply_overrides, preset_config
-    from .trainer import train
+    from .engine.config import apply_overrides, preset_config
+    from .engine.loop import train
 
     overrides = list(args.set or [])
     if args.max_steps is not None:
@@ -41,10 +42,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def load_run(ckpt: str, weights: str = "ema", device: str = "cpu"):
     """(model, config, checkpoint folder) rebuilt from a checkpoint or stored model name, with its EMA (or raw) weights."""
-    from .checkpoint import load_state, load_tensors, load_weights_into, resolve_checkpoint
+    from .engine.checkpoints import load_state, load_tensors, resolve_checkpoint
+    from .engine.config import TrainConfig
+    from .engine.loop import build_model
     from .env import get_device
-    from .presets import TrainConfig
-    from .trainer import build_model
+    from .files import load_weights_into
 
     folder = resolve_checkpoint(ckpt)
     state = load_state(folder)
@@ -75,8 +77,8 @@ def check_sample_flags(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .datasets import make_source
-    from .grids import save_labelled_grid
+    from .engine.data import make_source
+    from .engine.grids import save_labelled_grid
     from .seeding import make_generator
 
     check_sample_flags(args)
@@ -111,12 +113,12 @@ def eval_columns() -> tuple[str, ...]:
     """The eval CSV's columns: the setting, then every metric.
 
     For shapes, one column per attribute (and overall) of each report of
-    :data:`~minisd3.evaluation.ADHERENCE_KEYS`: ``adherence_colour`` … on held-out pairs,
+    :data:`~minisd3.engine.evaluation.ADHERENCE_KEYS`: ``adherence_colour`` … on held-out pairs,
     ``chance_colour`` … their chance rate, ``adherence_train_pairs_colour`` … on training pairs,
     ``chance_train_pairs_colour`` … theirs.
     """
     from .adherence import ATTRIBUTES
-    from .evaluation import ADHERENCE_KEYS
+    from .engine.evaluation import ADHERENCE_KEYS
 
     adherence = tuple(f"{key}_{a}" for key in ADHERENCE_KEYS for a in (*ATTRIBUTES, "overall"))
     return ("steps", "method", "cfg", "shift", "samples", "sliced_wasserstein", *adherence, "fid")
@@ -124,7 +126,7 @@ def eval_columns() -> tuple[str, ...]:
 
 def write_eval_csv(results: list[dict], path: Path) -> None:
     """One row per evaluated setting (step count, guidance scale), written atomically (a temporary file renamed over ``path``)."""
-    from .evaluation import ADHERENCE_KEYS
+    from .engine.evaluation import ADHERENCE_KEYS
 
     text = io.StringIO()
     writer = csv.writer(text)
@@ -134,14 +136,12 @@ def write_eval_csv(results: list[dict], path: Path) -> None:
         row = {**result, **{f"{key}_{k}": v for key in ADHERENCE_KEYS for k, v in result.get(key, {}).items()}}
         writer.writerow([row.get(column, "") for column in columns])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, text.getvalue())
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .datasets import make_source
-    from .evaluation import evaluate, fid_reference_for
+    from .engine.data import make_source
+    from .engine.evaluation import evaluate, fid_reference_for
 
     model, config, folder = load_run(args.ckpt, "ema", args.device)
     source = make_source(config)
@@ -162,7 +162,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .checkpoint import export_weights
+    from .engine.checkpoints import export_weights
 
     out = export_weights(args.ckpt, args.out)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
@@ -171,7 +171,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .throughput import run_benchmark
+    from .engine.benchmark import run_benchmark
 
     run_benchmark(device=args.device, steps=args.steps, batch=args.batch, compile_too=not args.no_compile,
                   diffusers_too=not args.no_diffusers)
@@ -180,7 +180,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Register train, sample, eval, bench, autoencoder and encode-latents on an argparse sub-parser set."""
-    from .latents import autoencoder_command, encode_latents_command
+    from .engine.latent_cache import autoencoder_command, encode_latents_command
 
     p = sub.add_parser("train", help="train a text-conditioned MM-DiT from a preset")
     p.add_argument("--preset", default="shapes", help="shapes (default, CPU), digits, cifar10, imagenet-latents")
@@ -273,9 +273,9 @@ def add_commands(sub) -> None:
 
 def run_guarded(handler, args) -> int:
     """Run a command; known user errors print one clear line and exit 2 instead of a traceback."""
-    from .checkpoint import CheckpointError
-    from .datasets import MissingDatasetError
-    from .trainer import NonFiniteLossError
+    from .engine.checkpoints import CheckpointError
+    from .engine.data import MissingDatasetError
+    from .engine.loop import NonFiniteLossError
 
     try:
         return handler(args)

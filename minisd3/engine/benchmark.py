@@ -19,9 +19,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from .convert import diffusers_config
-from .env import get_device
-from .models import MMDiT, MMDiTConfig
+from ..convert import diffusers_config
+from ..env import get_device
+from ..models import MMDiT, MMDiTConfig
 
 # dense bf16 tensor-core peaks from the vendors' data sheets (FLOP/s)
 PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12,

@@ -9,8 +9,8 @@ import difflib
 import math
 from dataclasses import dataclass, fields
 
-from .shapes import check_image_size
-from .timesteps import make_time_sampler
+from ..shapes import check_image_size
+from ..timesteps import make_time_sampler
 
 
 @dataclass
@@ -64,8 +64,9 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming any field whose value cannot work."""
-        positive = ["image_size", "depth", "heads", "head_dim", "patch_size", "text_dim", "text_depth", "text_length", "batch_size",
-                    "grad_accum", "max_steps", "log_every", "sample_every", "ckpt_every", "sample_steps", "eval_samples"]
+        positive = ["image_size", "depth", "heads", "head_dim", "patch_size", "text_dim", "text_depth", "text_length",
+                    "batch_size", "grad_accum", "max_steps", "log_every", "sample_every", "ckpt_every", "sample_steps",
+                    "eval_samples"]
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive value, got {getattr(self, name)}")

@@ -1,7 +1,7 @@
 """Benchmark: prompt adherence of a text-to-image recipe on the shapes for a fixed CPU budget.
 
 How the `shapes` preset was chosen (docs/text_to_image_recipe.md): each variant trains the
-engine's model (``minisd3.engine.loop.build_model``: MM-DiT + small text encoder) with the engine's
+engine's model (``minisd3.engine.config.build_model``: MM-DiT + small text encoder) with the engine's
 data, times, learning-rate and EMA schedules until its training steps have used ``--budget``
 process-CPU seconds (evaluation not counted), then samples the EMA model (20 Euler steps) for
 256 prompts of held-out (colour, shape) pairs and 256 of training pairs and prints the adherence
@@ -25,9 +25,9 @@ import time
 import torch
 
 from minisd3.adherence import adherence_report, chance_report
-from minisd3.engine.config import apply_overrides, preset_config
-from minisd3.engine.data import make_source
-from minisd3.engine.loop import build_model, ema_decay_at, learning_rate, step_generator, training_times, update_ema
+from minisd3.engine.config import apply_overrides, build_model, preset_config
+from minisd3.engine.loop import ema_decay_at, learning_rate, step_generator, training_times, update_ema
+from minisd3.engine.sources import make_source
 from minisd3.guidance import drop_mask
 from minisd3.seeding import make_generator, randn
 
@@ -43,17 +43,17 @@ def train_for(config, budget: float, log_every: int = 100):
     while time.process_time() - start < budget and step < config.max_steps:
         g = step_generator(config.seed, step)
         x0, captions = source.batch(step, config.batch_size, g)
-        t = training_times(config, config.batch_size, g)
+        t = training_times(config.batch_size, g, config.time_sampler, config.shift)
         eps, drop = randn(x0.shape, g), drop_mask(config.batch_size, config.p_uncond, g)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
+            group["lr"] = learning_rate(step, config.lr, config.warmup_steps, config.max_steps)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
             loss = model(x0, captions, eps=eps, t=t, drop=drop)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        update_ema(ema, model, ema_decay_at(config, step))
+        update_ema(ema, model, ema_decay_at(step, config.ema_decay))
         step += 1
         if step % log_every == 0:
             print(f"step {step} loss {loss.item():.4f} cpu {time.process_time() - start:.0f} s", flush=True)

@@ -1,6 +1,25 @@
 """minisd3: Stable Diffusion 3, built up lesson by lesson.
 
 The course's time direction is SD3's: t = 0 is data, t = 1 is noise; sampling runs 1 → 0.
+
+Three layers; imports go course → engine → lessons, never back (tests/test_layers.py).
+
+Lesson modules (flat in ``minisd3/``, what the notebooks import), in lesson order:
+
+    01 flows in 2-D            toy2d (the 2-D data), ode (Euler, Heun), marginal_field (exact velocity)
+    02 DDPM                    ddpm (schedules, ε-loss, ancestral and DDIM), nets (small MLPs), digits
+    03 rectified flow          rectified_flow (z_t, v = ε − x0, loss, straightness, reflow), training (fit)
+    04 timestep sampling       timesteps (logit-normal, mode, cosmap, the resolution shift)
+    05 sinusoidal embeddings   embeddings (timestep embedding, 2-D sin-cos positions)
+    06 patchify and DiT        patches, attention, blocks (adaLN-Zero), models (DiT), guidance (CFG)
+    07 MM-DiT and QK-norm      blocks and models (MM-DiT), text (tokenizer, encoder), text_to_image,
+                               shapes (captioned scenes), adherence (the detector), convert (diffusers)
+    08 latent space            autoencoder (KL autoencoder, scale and shift), metrics
+    shared                     env (device, fast mode), seeding, validation, files (atomic writes)
+
+``minisd3.engine``: the training engine behind ``python -m minisd3 train`` (config, data, sources,
+latent_cache, loop, checkpoints, evaluation, grids, benchmark). ``minisd3.course``: the course's
+tooling (checks, exercises, grading, notebooks, plotting). ``minisd3.cli``: every command's argparse.
 """
 from .env import env_report, fast_mode, full_or_fast, get_device
 from .seeding import make_generator, seed_everything

@@ -1,12 +1,18 @@
-"""Multi-head attention for DiT and MM-DiT, with optional QK-norm and inspection of the logits.
+"""Multi-head attention for DiT and MM-DiT, with optional QK-norm, and recording of the logits.
 
     A = softmax(Q Kᵀ / √d) V   per head, d the head dimension
     QK-norm: Q ← RMSNorm(Q), K ← RMSNorm(K) per head, RMSNorm(u) = u / √(mean(u²) + ε) · g
 
 Joint attention (MM-DiT) concatenates the context tokens and the image tokens along the sequence
 for one attention, then splits the result back: every word sees every patch and vice versa.
+
+Lessons read the attention through :func:`record_attention`, a context manager that hooks every
+:class:`AttentionCore` of a model from outside; the cores themselves hold no lesson-only state.
 """
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -45,20 +51,19 @@ class QKV(nn.Module):
 
 
 class AttentionCore(nn.Module):
-    """softmax(QKᵀ/√d)V through PyTorch's fused SDPA; with ``keep_logits`` on (for lessons), it
-    computes the same explicitly and keeps the logits QKᵀ/√d (B, H, L, L) in ``self.logits``."""
+    """softmax(QKᵀ/√d)V for (B, H, L, d) q, k, v through PyTorch's fused SDPA.
 
-    def __init__(self):
-        super().__init__()
-        self.keep_logits = False
-        self.logits: torch.Tensor | None = None
+    One module per block, so that :func:`record_attention` can find and hook each attention.
+    """
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if not self.keep_logits:
-            return F.scaled_dot_product_attention(q, k, v)
-        logits = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
-        self.logits = logits.detach()
-        return logits.softmax(dim=-1).to(v.dtype) @ v
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def attention_logits(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """S = QKᵀ/√d, (B, H, L, L), in float32: the logits whose softmax weighs v in :class:`AttentionCore`."""
+    q, k = q.float(), k.float()
+    return q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
 
 
 def joint_attention(core: AttentionCore, streams: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -78,20 +83,38 @@ def attention_cores(model: nn.Module) -> list[AttentionCore]:
     return [module for module in model.modules() if isinstance(module, AttentionCore)]
 
 
-def keep_attention_logits(model: nn.Module, keep: bool = True) -> list[AttentionCore]:
-    """Turn ``keep_logits`` on (or off) in every attention core of ``model`` and return the cores.
+@contextmanager
+def record_attention(model: nn.Module) -> Iterator[list[torch.Tensor | None]]:
+    """Record the attention logits S = QKᵀ/√d of every block of ``model`` while inside the ``with``:
 
-    While on, each core computes softmax(QKᵀ/√d)V explicitly and keeps its last logits in ``.logits``.
+        with record_attention(model.mmdit) as logits:
+            model.mmdit(z, t, c_ctxt, pooled)
+        attention_statistics(logits[0])        # block 0's logits, (B, H, L, L)
+
+    The list has one entry per :class:`AttentionCore` in module order (one per block), None until
+    that core runs, then the logits of its latest call (float32, detached): read them after each
+    forward pass of a loop. A forward hook on each core recomputes S from the q and k it was
+    called with; the cores keep running the fused kernel, and the hooks are removed on exit.
     """
     cores = attention_cores(model)
     if not cores:
         raise ValueError(f"model: expected a module containing AttentionCore layers, got a {type(model).__name__} "
                          "without any")
-    for core in cores:
-        core.keep_logits = keep
-        if not keep:
-            core.logits = None
-    return cores
+    logits: list[torch.Tensor | None] = [None] * len(cores)
+
+    def recorder(index: int):
+        def hook(core: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            q, k, _ = args
+            with torch.no_grad():
+                logits[index] = attention_logits(q.detach(), k.detach())
+        return hook
+
+    handles = [core.register_forward_hook(recorder(i)) for i, core in enumerate(cores)]
+    try:
+        yield logits
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _check_logits(logits, name: str = "logits") -> torch.Tensor:

@@ -39,7 +39,7 @@ from torch import nn
 
 from .files import atomic_file, load_weights_into, write_text_atomic
 from .seeding import randn
-from .training import DataSampler, train
+from .training import DataSampler, fit
 from .validation import check_positive_int, check_same_shape, check_tensor
 
 WEIGHTS_FILE = "autoencoder.safetensors"
@@ -227,14 +227,14 @@ def autoencoder_loss(model: SmallAutoencoder, images: torch.Tensor, beta: float 
 def train_autoencoder(model: SmallAutoencoder, sample_images: DataSampler, steps: int, batch_size: int = 64,
                       lr: float = 2e-3, beta: float = 1e-4, kind: str = "mse", seed: int = 0,
                       progress: bool = True) -> list[float]:
-    """Fit the autoencoder with :func:`autoencoder_loss` (Adam, cosine decay; :func:`minisd3.training.train`).
+    """Fit the autoencoder with :func:`autoencoder_loss` (Adam, cosine decay; :func:`minisd3.training.fit`).
 
     ``sample_images(n, generator)`` draws n images in [−1, 1], e.g. ``row_sampler(images)``.
     Returns the loss of every step.
     """
     check_positive_int(batch_size, "batch_size")
     device = next(model.parameters()).device
-    return train(model, lambda m, x, g: autoencoder_loss(m, x, beta, kind, g),
+    return fit(model, lambda m, x, g: autoencoder_loss(m, x, beta, kind, g),
                  lambda g: sample_images(batch_size, g).to(device), steps, lr, seed, progress=progress,
                  desc="autoencoder")
 

@@ -12,8 +12,9 @@ The Linear is initialised to zero, so every gate is 0 and a block is the identit
 MM-DiT (Esser et al. 2024, Fig. 2): two streams, context tokens c and image tokens x, each with
 its own adaLN, q/k/v projections, output projection and MLP; q, k, v of both streams are
 concatenated for one joint attention and the result split back. Both streams are modulated
-from the same c_vec. The last block's context stream is "pre-only": it is normalised and
-projected to q, k, v, but its output is not used, so it has no output projection or MLP.
+from the same c_vec = TimestepEmbedder(t) + MLP(pooled text vector) (``MMDiT.conditioning``).
+The last block's context stream is "pre-only": it is normalised and projected to q, k, v, but
+its output is not used, so it has no output projection or MLP.
 """
 from __future__ import annotations
 

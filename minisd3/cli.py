@@ -1,59 +1,53 @@
-"""The training-side commands of ``python -m minisd3``: train, sample, eval, bench.
+"""Every command of ``python -m minisd3`` (or the ``minisd3`` script): all of argparse lives here.
+
+Each handler parses nothing itself: it calls one engine or course function with keywords and prints.
+
+Course (:mod:`minisd3.course`):
+
+    execute NOTEBOOK... [--fast]        run lessons top to bottom and save them with their outputs
+    exercises [--check]                 regenerate exercises/ from solutions/ (--check: list stale files, exit 1)
+    grade NOTEBOOK [--lesson NN] [--json]
+                                        run a practice notebook and score its checks (exit 2 if it cannot run)
+
+Training engine (:mod:`minisd3.engine`):
 
     python -m minisd3 train --preset shapes --out runs/shapes [--set key=value ...] [--max-steps N] [--resume DIR]
     torchrun --nproc-per-node=N -m minisd3 train --preset cifar10 --out runs/c10
     python -m minisd3 sample --ckpt runs/shapes --prompt "two red circles above one blue square" --out a.png
-    python -m minisd3 eval --ckpt runs/shapes --steps 5 10 20 50 --out sweep.csv [--fid --inception-weights PATH]
+    python -m minisd3 eval --ckpt runs/shapes --steps 5 10 20 50 --out sweep.csv [--grid g.png] [--fid]
+    python -m minisd3 export --ckpt runs/shapes --out data/models/NAME [--cfg W]
+    python -m minisd3 bench [--device cuda]
 
-Latent space (lesson 08, :mod:`minisd3.engine.latent_cache`): train or bring an autoencoder, encode the data once, train on it
+Latent space (lesson 08, :mod:`minisd3.engine.latent_cache`): train or bring an autoencoder, encode
+the data once, train on it
 
     python -m minisd3 autoencoder --data cifar10 --channels 4 --factor 4 --out runs/ae-c10
     python -m minisd3 encode-latents --data cifar10 --autoencoder runs/ae-c10 --out data/latents/c10
     python -m minisd3 train --preset cifar10 --set latents=data/latents/c10 --set image_size=8 --out runs/c10-latent
-    python -m minisd3 encode-latents --data imagefolder --data-root ROOT --autoencoder VAE --out data/latents/imagefolder-256
+    python -m minisd3 encode-latents --data imagefolder --data-root ROOT --autoencoder VAE --out data/latents/in-256
     python -m minisd3 train --preset imagenet-latents --out runs/imagenet
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
 import sys
 from pathlib import Path
 
-from .files import write_text_atomic
-
 
 def _train(args: argparse.Namespace) -> int:
     from .engine.config import apply_overrides, preset_config
-    from .engine.loop import train
+    from .engine.loop import train_run
 
     overrides = list(args.set or [])
     if args.max_steps is not None:
         overrides.append(f"max_steps={args.max_steps}")
     config = apply_overrides(preset_config(args.preset), overrides)
-    summary = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    summary = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
     if summary:
         print(json.dumps(summary, indent=1))
     return 0
-
-
-def load_run(ckpt: str, weights: str = "ema", device: str = "cpu"):
-    """(model, config, checkpoint folder) rebuilt from a checkpoint or stored model name, with its EMA (or raw) weights."""
-    from .engine.checkpoints import load_state, load_tensors, resolve_checkpoint
-    from .engine.config import TrainConfig
-    from .engine.loop import build_model
-    from .env import get_device
-    from .files import load_weights_into
-
-    folder = resolve_checkpoint(ckpt)
-    state = load_state(folder)
-    config = TrainConfig(**state["config"])
-    model = build_model(config, state["vocabulary"], state["channels"])
-    load_weights_into(model, load_tensors(folder, f"{weights}.safetensors"), weights)
-    return model.to(get_device(device)).eval(), config, folder
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -77,8 +71,9 @@ def check_sample_flags(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .engine.data import make_source
+    from .engine.checkpoints import load_run
     from .engine.grids import save_labelled_grid
+    from .engine.sources import make_source
     from .seeding import make_generator
 
     check_sample_flags(args)
@@ -109,39 +104,10 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def eval_columns() -> tuple[str, ...]:
-    """The eval CSV's columns: the setting, then every metric.
-
-    For shapes, one column per attribute (and overall) of each report of
-    :data:`~minisd3.engine.evaluation.ADHERENCE_KEYS`: ``adherence_colour`` … on held-out pairs,
-    ``chance_colour`` … their chance rate, ``adherence_train_pairs_colour`` … on training pairs,
-    ``chance_train_pairs_colour`` … theirs.
-    """
-    from .adherence import ATTRIBUTES
-    from .engine.evaluation import ADHERENCE_KEYS
-
-    adherence = tuple(f"{key}_{a}" for key in ADHERENCE_KEYS for a in (*ATTRIBUTES, "overall"))
-    return ("steps", "method", "cfg", "shift", "samples", "sliced_wasserstein", *adherence, "fid")
-
-
-def write_eval_csv(results: list[dict], path: Path) -> None:
-    """One row per evaluated setting (step count, guidance scale), written atomically (a temporary file renamed over ``path``)."""
-    from .engine.evaluation import ADHERENCE_KEYS
-
-    text = io.StringIO()
-    writer = csv.writer(text)
-    columns = eval_columns()
-    writer.writerow(columns)
-    for result in results:
-        row = {**result, **{f"{key}_{k}": v for key in ADHERENCE_KEYS for k, v in result.get(key, {}).items()}}
-        writer.writerow([row.get(column, "") for column in columns])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, text.getvalue())
-
-
 def _eval(args: argparse.Namespace) -> int:
-    from .engine.data import make_source
-    from .engine.evaluation import evaluate, fid_reference_for
+    from .engine.checkpoints import load_run
+    from .engine.evaluation import evaluate, fid_reference_for, save_sample_grid, write_eval_csv
+    from .engine.sources import make_source
 
     model, config, folder = load_run(args.ckpt, "ema", args.device)
     source = make_source(config)
@@ -150,6 +116,8 @@ def _eval(args: argparse.Namespace) -> int:
     step_counts, scales = args.steps or [config.sample_steps], args.cfg or [config.sample_cfg]
     if min(step_counts) < 1:
         raise ValueError(f"--steps: expected positive step counts, got {min(step_counts)}")
+    if args.grid and Path(args.grid).suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"--grid: expected a file name ending in one of {', '.join(IMAGE_SUFFIXES)}, got {args.grid!r}")
     results = []
     for cfg in scales:
         for steps in step_counts:
@@ -157,6 +125,8 @@ def _eval(args: argparse.Namespace) -> int:
                                     reference))
             if args.out:  # rewritten after every setting: a long sweep keeps what it has measured
                 write_eval_csv(results, Path(args.out))
+    if args.grid:  # a labelled grid at the first setting: held-out prompts, then training pairs (shapes)
+        save_sample_grid(model, source, args.grid, step_counts[0], scales[0], config.shift, args.seed)
     print(json.dumps({"checkpoint": str(folder), "results": results}, indent=1))
     return 0
 
@@ -164,7 +134,9 @@ def _eval(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .engine.checkpoints import export_weights
 
-    out = export_weights(args.ckpt, args.out)
+    if args.cfg is not None and not math.isfinite(args.cfg):
+        raise ValueError(f"--cfg: expected a finite guidance scale, got {args.cfg}")
+    out = export_weights(args.ckpt, args.out, sample_cfg=args.cfg)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"{out}: EMA weights (float16) and state.json of {args.ckpt}, {size:.1f} MiB; sample with --ckpt {out}")
     return 0
@@ -178,9 +150,37 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def _autoencoder(args: argparse.Namespace) -> int:
+    from .engine.latent_cache import train_autoencoder_on
+
+    result = train_autoencoder_on(args.data, args.out, data_root=args.data_root, image_size=args.image_size,
+                                  count=args.count, channels=args.channels, factor=args.factor, width=args.width,
+                                  steps=args.steps, batch=args.batch, lr=args.lr, beta=args.beta, loss=args.loss,
+                                  seed=args.seed, device=args.device, download=args.download, progress=not args.quiet)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _encode_latents(args: argparse.Namespace) -> int:
+    from .engine.latent_cache import encode_latents
+
+    result = encode_latents(args.data, args.autoencoder, args.out, data_root=args.data_root,
+                            image_size=args.image_size, count=args.count, batch=args.batch, workers=args.workers,
+                            dtype=args.dtype, seed=args.seed, device=args.device, download=args.download,
+                            progress=not args.quiet)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``, the same in every command: "auto" (default: CUDA, else MPS, else the CPU), "cpu", "cuda", "cuda:N", "mps"."""
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: CUDA if present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+
+
+def add_engine_commands(sub) -> None:
     """Register train, sample, eval, bench, autoencoder and encode-latents on an argparse sub-parser set."""
-    from .engine.latent_cache import autoencoder_command, encode_latents_command
+    from .engine.data import DATASETS
 
     p = sub.add_parser("train", help="train a text-conditioned MM-DiT from a preset")
     p.add_argument("--preset", default="shapes", help="shapes (default, CPU), digits, cifar10, imagenet-latents")
@@ -203,7 +203,7 @@ def add_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=8, help="how many samples")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-    p.add_argument("--device", default="cpu")
+    add_device(p)
     p.add_argument("--out", required=True, help=f"image file ({', '.join(IMAGE_SUFFIXES)})")
     p.set_defaults(handler=lambda a, h=_sample: run_guarded(h, a))
 
@@ -218,16 +218,19 @@ def add_commands(sub) -> None:
     p.add_argument("--fid-real", type=int, help="how many real images FID compares with (default: all)")
     p.add_argument("--inception-weights", help="path of torch-fidelity's Inception weights file")
     p.add_argument("--out", help="CSV file with one row per setting (steps, cfg)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--grid", help="PNG file: 16 labelled samples at the first setting (shapes: 8 held-out, 8 training pairs)")
+    add_device(p)
     p.set_defaults(handler=lambda a, h=_eval: run_guarded(h, a))
 
     p = sub.add_parser("export", help="keep a run's EMA weights in float16 as a small stored model (sample/eval load it)")
     p.add_argument("--ckpt", required=True, help="run directory or checkpoint folder")
     p.add_argument("--out", required=True, help="folder for ema.safetensors and state.json (e.g. data/models/course)")
+    p.add_argument("--cfg", type=float, help="the guidance scale w that sample and eval use by default (e.g. the one "
+                                             "chosen on training prompts; default: the run's sample_cfg)")
     p.set_defaults(handler=lambda a, h=_export: run_guarded(h, a))
 
     p = sub.add_parser("bench", help="training throughput and MFU, minisd3 against diffusers")
-    p.add_argument("--device", default="auto")
+    add_device(p)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 4 on CPU")
     p.add_argument("--no-compile", action="store_true")
@@ -235,7 +238,7 @@ def add_commands(sub) -> None:
     p.set_defaults(handler=lambda a, h=_bench: run_guarded(h, a))
 
     p = sub.add_parser("autoencoder", help="train a small KL autoencoder, fit latent scale and shift, report PSNR/SSIM")
-    p.add_argument("--data", choices=["shapes", "digits", "cifar10"], default="shapes")
+    p.add_argument("--data", choices=[d for d in DATASETS if d != "imagefolder"], default="shapes")
     p.add_argument("--data-root", default="data/datasets", help="where CIFAR-10 is (or goes with --download)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 first (about 170 MB)")
     p.add_argument("--image-size", type=int, help="pixel side (default: 8 digits, 32 shapes and CIFAR-10)")
@@ -249,13 +252,13 @@ def add_commands(sub) -> None:
     p.add_argument("--beta", type=float, default=1e-4, help="weight of the KL term")
     p.add_argument("--loss", choices=["mse", "l1"], default="mse", help="reconstruction loss")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="folder for autoencoder.safetensors and config.json")
-    p.set_defaults(handler=lambda a, h=autoencoder_command: run_guarded(h, a))
+    p.set_defaults(handler=lambda a, h=_autoencoder: run_guarded(h, a))
 
     p = sub.add_parser("encode-latents", help="encode a data set once into a memory-mapped latent cache")
-    p.add_argument("--data", choices=["shapes", "digits", "cifar10", "imagefolder"], required=True)
+    p.add_argument("--data", choices=DATASETS, required=True)
     p.add_argument("--data-root", default="data/datasets", help="CIFAR-10's folder, or the ImageFolder root")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 first (about 170 MB)")
     p.add_argument("--image-size", type=int, help="pixel side (default 8 digits, 32 shapes, CIFAR-10; 256 ImageFolder)")
@@ -265,10 +268,10 @@ def add_commands(sub) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes reading an ImageFolder")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="storage type of the latents")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="cache folder (latents.npy, labels.npy, latents.json)")
-    p.set_defaults(handler=lambda a, h=encode_latents_command: run_guarded(h, a))
+    p.set_defaults(handler=lambda a, h=_encode_latents: run_guarded(h, a))
 
 
 def run_guarded(handler, args) -> int:
@@ -282,3 +285,82 @@ def run_guarded(handler, args) -> int:
     except (CheckpointError, MissingDatasetError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+# --- course commands: execute, exercises, grade ---------------------------------------------------
+
+def _execute(args: argparse.Namespace) -> int:
+    from .course.notebooks import execute_notebook
+
+    for path in args.notebooks:
+        _, seconds = execute_notebook(path, fast=args.fast, save_to=path, timeout=args.timeout)
+        print(f"{path}: ran in {seconds:.1f} s ({'fast' if args.fast else 'full'} mode), outputs saved")
+    return 0
+
+
+def _exercises(args: argparse.Namespace) -> int:
+    from .course.exercises import stale_exercises, write_exercises
+
+    try:
+        if args.check:
+            stale = stale_exercises(args.solutions, args.exercises)
+            for path in stale:
+                print(f"stale: {path}")
+            if stale:
+                print(f"{len(stale)} exercise notebook(s) out of date: run `python -m minisd3 exercises`")
+                return 1
+            print(f"{args.exercises}/ is up to date with {args.solutions}/")
+            return 0
+        changed = write_exercises(args.solutions, args.exercises)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in changed:
+        print(f"{'wrote' if path.exists() else 'removed'} {path}")
+    print(f"{args.exercises}/ is up to date with {args.solutions}/ ({len(changed)} file(s) changed)")
+    return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from .course.grading import GradingError, grade_notebook
+
+    try:
+        report = grade_notebook(args.notebook, lesson=args.lesson, timeout=args.timeout)
+    except GradingError as err:
+        if args.json:
+            print(json.dumps({"notebook": args.notebook, "error": str(err)}, ensure_ascii=False))
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) if args.json else report.text())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command of ``python -m minisd3`` (module docstring)."""
+    parser = argparse.ArgumentParser(prog="minisd3", description="minisd3 course tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("execute", help="run notebooks top to bottom and save their outputs")
+    run.add_argument("notebooks", nargs="+")
+    run.add_argument("--fast", action="store_true", help="fast mode (MINISD3_FAST=1)")
+    run.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+    run.set_defaults(handler=_execute)
+    exercises = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")
+    exercises.add_argument("--check", action="store_true",
+                           help="change nothing; list stale exercise files and exit 1 if there are any")
+    exercises.add_argument("--solutions", default="solutions", help="folder of solution notebooks (default: solutions)")
+    exercises.add_argument("--exercises", default="exercises", help="folder of exercise notebooks (default: exercises)")
+    exercises.set_defaults(handler=_exercises)
+    grade = sub.add_parser("grade", help="run a practice notebook (fast mode, errors allowed) and score its checks")
+    grade.add_argument("notebook", help="an exercises/NN_*.ipynb notebook or a learner's copy of one")
+    grade.add_argument("--lesson", help="the lesson (e.g. 03 or 03_rectified_flow) when the file does not say")
+    grade.add_argument("--json", action="store_true", help="print the report as JSON")
+    grade.add_argument("--timeout", type=int, default=300, help="seconds allowed per cell")
+    grade.set_defaults(handler=_grade)
+    add_engine_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: sys.argv), run the command, return its exit status."""
+    args = build_parser().parse_args(argv)
+    return args.handler(args)

@@ -1,6 +1,7 @@
 """8×8 handwritten digits from scikit-learn's bundled ``load_digits`` (offline, 1797 images).
 
-Pixels are scaled from 0…16 to [-1, 1], the range diffusion models expect.
+Pixels are scaled from 0…16 to [-1, 1], the range diffusion models expect; :func:`to_unit_range`
+and :func:`to_uint8` take any model's images in [-1, 1] back to display ranges.
 """
 from __future__ import annotations
 
@@ -20,3 +21,10 @@ def load_digits_tensor(device=None) -> tuple[torch.Tensor, torch.Tensor]:
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """Map images from [-1, 1] back to [0, 1] for display, clipping what a sampler overshot."""
     return ((images + 1) / 2).clamp(0, 1)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) images in [-1, 1] → (N, 3, H, W) uint8 in 0…255 on the CPU (grey repeated on three
+    channels), clipping what a sampler overshot: round((x + 1)·127.5)."""
+    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.expand(-1, 3, -1, -1)

@@ -3,8 +3,8 @@
 Both run  image → patches → tokens + positions → blocks → final adaLN + Linear → unpatchify,
 and predict the velocity v̂(x_t, t) with the shape of x_t.
 
-MM-DiT conditioning (Esser et al. 2024):
-    c_vec  = TimestepEmbedder(t) + MLP(pooled text vector)      (B, D)  → every adaLN
+MM-DiT conditioning (Esser et al. 2024), from the text encoder's token sequence and pooled vector:
+    c_vec  = TimestepEmbedder(t) + MLP(pooled)                  (B, D)  → every adaLN
     c_ctxt = Linear(text token sequence)                         (B, L, D) → the context stream
 Model size rule of the paper: hidden width 64·depth, heads = depth (head dim 64), MLP ×4, 2×2 patches.
 """
@@ -18,7 +18,7 @@ from torch import nn
 from .blocks import DiTBlock, FinalLayer, JointBlock
 from .embeddings import TimestepEmbedder, sincos_2d_positions
 from .patches import check_patchable, patchify, unpatchify
-from .validation import check_tensor, check_time
+from .validation import check_tensor, check_time, values_checkable
 
 
 class PatchEmbedding(nn.Module):
@@ -101,10 +101,10 @@ def _check_conditioned_input(x, t, patch_size, in_channels):
 
 
 class MMDiT(nn.Module):
-    """SD3's multimodal diffusion transformer: ``model(x, t, c_ctxt, c_vec)`` → v̂ shaped like x.
+    """SD3's multimodal diffusion transformer: ``model(x, t, c_ctxt, pooled)`` → v̂ shaped like x.
 
     x (B, C, H, W), t (B,) in [0, 1] (t = 0 data, t = 1 noise), c_ctxt (B, L, context_dim)
-    text tokens, c_vec (B, pooled_dim) pooled text vector.
+    text tokens, pooled (B, pooled_dim) pooled text vector; inside, c_vec = :meth:`conditioning`.
     """
 
     def __init__(self, config: MMDiTConfig):
@@ -122,22 +122,22 @@ class MMDiT(nn.Module):
         )
         self.final = FinalLayer(dim, p * p * out_channels)
 
-    def conditioning(self, t: torch.Tensor, c_vec: torch.Tensor) -> torch.Tensor:
-        """c_vec = TimestepEmbedder(t) + MLP(pooled)."""
-        return self.t_embedder(t) + self.pooled_embedder(c_vec)
+    def conditioning(self, t: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """c_vec = TimestepEmbedder(t) + MLP(pooled), (B, D): what modulates every block."""
+        return self.t_embedder(t) + self.pooled_embedder(pooled)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, c_ctxt: torch.Tensor, c_vec: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c_ctxt: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         _check_conditioned_input(x, t, cfg.patch_size, cfg.in_channels)
         check_tensor(c_ctxt, "c_ctxt", shape=(x.shape[0], None, cfg.context_dim))
-        check_tensor(c_vec, "c_vec", shape=(x.shape[0], cfg.pooled_dim))
+        check_tensor(pooled, "pooled", shape=(x.shape[0], cfg.pooled_dim))
         grid = (x.shape[-2] // cfg.patch_size, x.shape[-1] // cfg.patch_size)
         tokens = self.patch_embed(x)
-        cond = self.conditioning(t, c_vec)
+        c_vec = self.conditioning(t, pooled)
         ctx = self.context_embedder(c_ctxt)
         for block in self.blocks:
-            tokens, ctx = block(tokens, ctx, cond)
-        return unpatchify(self.final(tokens, cond), cfg.patch_size, grid)
+            tokens, ctx = block(tokens, ctx, c_vec)
+        return unpatchify(self.final(tokens, c_vec), cfg.patch_size, grid)
 
 
 @dataclass
@@ -178,7 +178,7 @@ class DiT(nn.Module):
             labels = torch.full((x.shape[0],), self.null_label, device=x.device)
         if labels.shape != (x.shape[0],) or labels.dtype != torch.int64:
             raise ValueError(f"labels: expected int64 of shape ({x.shape[0]},), got {labels.dtype} {tuple(labels.shape)}")
-        if labels.min() < 0 or labels.max() > self.null_label:
+        if labels.numel() and values_checkable(labels) and (labels.min() < 0 or labels.max() > self.null_label):
             raise ValueError(f"labels: expected values in [0, {self.null_label}], got [{labels.min()}, {labels.max()}]")
         grid = (x.shape[-2] // cfg.patch_size, x.shape[-1] // cfg.patch_size)
         cond = self.t_embedder(t) + self.label_embedding(labels)

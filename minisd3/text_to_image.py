@@ -1,6 +1,6 @@
 """Text-to-image rectified flow: an MM-DiT and a text encoder trained together, sampled with CFG.
 
-    training   caption → "" with probability p (CFG dropout);  (c_ctxt, pooled) = encoder(caption)
+    training   caption → "" with probability p_uncond (CFG dropout);  (c_ctxt, pooled) = encoder(caption)
                t ~ logit-normal(0, 1);  loss = ‖v̂(z_t, t, c_ctxt, pooled) − (ε − x0)‖²
     sampling   Euler/Heun from t = 1 to 0 on  v_∅ + w·(v_c − v_∅),  optional resolution shift α
 """
@@ -40,11 +40,11 @@ class TextToImage(nn.Module):
         """(c_ctxt, pooled) for a list of captions; "" is the null condition."""
         return self.text_encoder(list(captions))
 
-    def loss(self, images: torch.Tensor, captions: Sequence[str], p_drop: float = 0.1,
+    def loss(self, images: torch.Tensor, captions: Sequence[str], p_uncond: float = 0.1,
              time_sampler: TimeSampler | None = None, generator: torch.Generator | None = None,
              eps: torch.Tensor | None = None, t: torch.Tensor | None = None,
              drop: torch.Tensor | None = None) -> torch.Tensor:
-        """The rectified-flow loss with captions dropped to "" with probability ``p_drop``.
+        """The rectified-flow loss with captions dropped to "" with probability ``p_uncond``.
 
         ``eps``, ``t`` and ``drop`` may be drawn by the caller (the training engine draws them for
         the global batch so that any number of processes computes the same update).
@@ -52,7 +52,7 @@ class TextToImage(nn.Module):
         if len(captions) != images.shape[0]:
             raise ValueError(f"captions: expected {images.shape[0]} captions (one per image), got {len(captions)}")
         if drop is None:
-            drop = drop_mask(len(captions), p_drop, generator)
+            drop = drop_mask(len(captions), p_uncond, generator)
         ctx, pooled = self.encode(["" if d else c for c, d in zip(captions, drop.tolist())])
         sampler = time_sampler or make_time_sampler("lognorm(0,1)")
         return rf_loss(lambda z, t_: self.mmdit(z, t_, ctx, pooled), images, eps=eps, t=t, time_sampler=sampler,
@@ -63,10 +63,10 @@ class TextToImage(nn.Module):
                method: str = "euler", generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
                return_trajectory: bool = False) -> torch.Tensor | Trajectory:
         """Images (B, C, H, W) for ``captions``, from t = 1 to 0 with guidance scale ``cfg``."""
-        cfg_ = self.mmdit.config
+        config = self.mmdit.config
         device = next(self.parameters()).device
         if noise is None:
-            noise = randn((len(captions), cfg_.in_channels, cfg_.input_size, cfg_.input_size), generator, device)
+            noise = randn((len(captions), config.in_channels, config.input_size, config.input_size), generator, device)
         cond = self.encode(captions)
         uncond = self.encode([""] * len(captions))
         field = guided_field(self.mmdit, cond, uncond, cfg)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .seeding import rand, randn
+from .seeding import make_generator, rand, randn
 from .validation import check_positive_int
 
 
@@ -107,5 +107,5 @@ def sample_toy(name: str, n: int, seed: int | None = None, generator: torch.Gene
     if name not in TOY_DISTRIBUTIONS:
         raise ValueError(f"name: expected one of {sorted(TOY_DISTRIBUTIONS)}, got {name!r}")
     if generator is None and seed is not None:
-        generator = torch.Generator().manual_seed(seed)
+        generator = make_generator(seed)
     return TOY_DISTRIBUTIONS[name](n, generator)

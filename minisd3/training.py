@@ -1,7 +1,8 @@
-"""One small training loop for every model in lessons 01–06 (sample a batch, compute a loss, take an
-Adam step) and the recipes built on it: rectified flow, reflow and DDPM, and the class-conditional
-rectified flow with label dropout of lesson 06. Only the data sampler and the network change between
-a 2-D toy and digits."""
+"""The lessons' training loop, :func:`fit`: one small loop for every model that fits in a notebook
+(lessons 01–08: sample a batch, compute a loss, take an Adam step) and the recipes built on it:
+rectified flow, reflow and DDPM, and the class-conditional rectified flow with label dropout of
+lesson 06. Only the data sampler and the network change between a 2-D toy and digits. (A full run
+with checkpoints, EMA, logging and torchrun is the engine's :func:`minisd3.engine.loop.train_run`.)"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,8 +25,8 @@ BatchFn = Callable[[torch.Generator], object]
 LossFn = Callable[[nn.Module, object, torch.Generator], torch.Tensor]
 
 
-def train(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, steps: int, lr: float = 1e-3, seed: int = 0,
-          grad_clip: float | None = 1.0, progress: bool = True, desc: str = "training") -> list[float]:
+def fit(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, steps: int, lr: float = 1e-3, seed: int = 0,
+        grad_clip: float | None = 1.0, progress: bool = True, desc: str = "training") -> list[float]:
     """Train ``model`` for ``steps`` Adam steps and return the loss of every step.
 
     ``batch_fn(generator)`` returns a batch; ``loss_fn(model, batch, generator)`` returns a scalar.
@@ -85,7 +86,7 @@ def train_rectified_flow(model: nn.Module, sample_data: DataSampler, steps: int,
     def loss(m, b, generator):
         return rf_loss(m, b[0], eps=b[1], time_sampler=time_sampler, generator=generator)
 
-    return train(model, loss, batch, steps, lr, seed, progress=progress, desc="rectified flow")
+    return fit(model, loss, batch, steps, lr, seed, progress=progress, desc="rectified flow")
 
 
 def train_reflow(model: nn.Module, eps: torch.Tensor, x0_hat: torch.Tensor, steps: int, batch_size: int = 256,
@@ -101,7 +102,7 @@ def train_reflow(model: nn.Module, eps: torch.Tensor, x0_hat: torch.Tensor, step
     def loss(m, b, generator):
         return rf_loss(m, b[0], eps=b[1], generator=generator)
 
-    return train(model, loss, batch, steps, lr, seed, progress=progress, desc="reflow")
+    return fit(model, loss, batch, steps, lr, seed, progress=progress, desc="reflow")
 
 
 def train_ddpm(model: nn.Module, sample_data: DataSampler, schedule: NoiseSchedule, steps: int,
@@ -110,17 +111,17 @@ def train_ddpm(model: nn.Module, sample_data: DataSampler, schedule: NoiseSchedu
     """Fit ε̂ with the ε-prediction loss of :func:`minisd3.ddpm.eps_loss`."""
     check_positive_int(batch_size, "batch_size")
     device = device or next(model.parameters()).device
-    return train(model, lambda m, x0, g: eps_loss(m, x0, schedule, g),
-                 lambda g: sample_data(batch_size, g).to(device), steps, lr, seed, progress=progress, desc="DDPM")
+    return fit(model, lambda m, x0, g: eps_loss(m, x0, schedule, g),
+               lambda g: sample_data(batch_size, g).to(device), steps, lr, seed, progress=progress, desc="DDPM")
 
 
 def train_class_conditional(model: nn.Module, data: torch.Tensor, labels: torch.Tensor, null_label: int, steps: int,
-                            batch_size: int = 256, lr: float = 1e-3, p_drop: float = 0.1,
+                            batch_size: int = 256, lr: float = 1e-3, p_uncond: float = 0.1,
                             time_sampler: TimeSampler = sample_uniform, seed: int = 0, progress: bool = True,
                             device=None) -> list[float]:
     """Rectified flow on labelled data with CFG label dropout: ``model(z, t, labels)`` is fit to ε − x0,
 
-        c = null_label with probability p_drop, else the row's label
+        c = null_label with probability p_uncond, else the row's label
         loss = E ‖v̂(z_t, t, c) − (ε − x0)‖²,   z_t = (1 − t)·x0 + t·ε,  t ~ time_sampler
 
     so one network learns both v(z, t | c) and the unconditional v(z, t | ∅) (:mod:`minisd3.guidance`).
@@ -132,7 +133,7 @@ def train_class_conditional(model: nn.Module, data: torch.Tensor, labels: torch.
 
     def batch(generator):
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=generator)
-        drop = drop_mask(batch_size, p_drop, generator)
+        drop = drop_mask(batch_size, p_uncond, generator)
         c = torch.where(drop, null_label, labels[idx.to(labels.device)].cpu())
         return data[idx.to(data.device)].to(device), c.to(device)
 
@@ -140,7 +141,7 @@ def train_class_conditional(model: nn.Module, data: torch.Tensor, labels: torch.
         x0, c = b
         return rf_loss(lambda z, t: m(z, t, c), x0, time_sampler=time_sampler, generator=generator)
 
-    return train(model, loss, batch, steps, lr, seed, progress=progress, desc="class-conditional flow")
+    return fit(model, loss, batch, steps, lr, seed, progress=progress, desc="class-conditional flow")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,11 @@
 """Input checks shared by every module: a wrong argument gets a ValueError that names it,
-says what was expected and what came."""
+says what was expected and what came.
+
+Checks of type, dtype, rank, shape and device read only a tensor's metadata and always run.
+Checks of values (range, NaN) read the data: on an accelerator that is a device→host sync, and
+under ``torch.compile`` a data-dependent branch that breaks the graph, in every training step.
+So they run only where they are free (:func:`values_checkable`): on CPU tensors, outside a
+``torch.compile`` trace. Python numbers are always checked."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,14 +47,23 @@ def check_same_shape(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str)
         raise ValueError(f"{b_name}: expected device {a.device} like {a_name}, got {b.device}")
 
 
+def values_checkable(value: torch.Tensor) -> bool:
+    """Whether a value check (range, NaN) on ``value`` costs no sync and no graph break:
+    the tensor lives on the CPU and no ``torch.compile`` trace is running."""
+    return value.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def check_time(t, name: str = "t", *, batch: int | None = None, device=None) -> torch.Tensor:
-    """Check a time tensor: floating, shape (batch,), values in [0, 1] (t = 0 data, t = 1 noise)."""
+    """Check a time tensor: floating, shape (batch,), values in [0, 1] (t = 0 data, t = 1 noise).
+
+    The values are checked only where :func:`values_checkable` (CPU, not compiling).
+    """
     check_tensor(t, name, ndim=1)
     if batch is not None and t.shape[0] != batch:
         raise ValueError(f"{name}: expected shape ({batch},) to match the batch, got {tuple(t.shape)}")
     if device is not None and t.device != torch.device(device) and t.device.type != torch.device(device).type:
         raise ValueError(f"{name}: expected device {device}, got {t.device}")
-    if t.numel() and (torch.isnan(t).any() or t.min() < 0 or t.max() > 1):
+    if t.numel() and values_checkable(t) and (torch.isnan(t).any() or t.min() < 0 or t.max() > 1):
         raise ValueError(
             f"{name}: expected values in [0, 1] (t = 0 data, t = 1 noise), "
             f"got range [{t.min().item():.4g}, {t.max().item():.4g}]"
@@ -66,6 +81,8 @@ def check_positive_int(value, name: str) -> int:
 def as_batch_time(t, batch: int, device, dtype=torch.float32, name: str = "t") -> torch.Tensor:
     """Turn a float or (batch,) tensor into a checked (batch,) time tensor on ``device``."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
+        if not 0 <= t <= 1:  # a number is checked on every device (NaN fails both comparisons)
+            raise ValueError(f"{name}: expected values in [0, 1] (t = 0 data, t = 1 noise), got {t}")
         t = torch.full((batch,), float(t), device=device, dtype=dtype)
     return check_time(t, name, batch=batch, device=device)
 

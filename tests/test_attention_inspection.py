@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from minisd3.attention import attention_statistics, keep_attention_logits, word_patch_attention
+from minisd3.attention import attention_cores, attention_statistics, record_attention, word_patch_attention
 from minisd3.models import MMDiT, MMDiTConfig
 
 
@@ -27,10 +27,18 @@ def test_word_patch_maps_read_the_right_rows_and_columns():
         word_patch_attention(logits, 0, 3, (2, 3))
 
 
-def test_kept_logits_cover_every_block_of_an_mmdit():
+def test_recorded_logits_cover_every_block_of_an_mmdit_and_leave_the_model_as_it_was():
     model = MMDiT(MMDiTConfig(input_size=8, in_channels=3, depth=2, heads=2, head_dim=8, context_dim=6, pooled_dim=6))
-    cores = keep_attention_logits(model)
-    model(torch.randn(1, 3, 8, 8), torch.rand(1), torch.randn(1, 4, 6), torch.randn(1, 6))
-    assert len(cores) == 2 and all(c.logits.shape == (1, 2, 4 + 16, 4 + 16) for c in cores)
+    for p in model.parameters():  # non-zero gates, so that the output depends on the attention
+        torch.nn.init.normal_(p, std=0.3)
+    inputs = torch.randn(1, 3, 8, 8), torch.rand(1), torch.randn(1, 4, 6), torch.randn(1, 6)
+    plain = model(*inputs)
+    with record_attention(model) as logits:
+        assert logits == [None, None]
+        recorded = model(*inputs)
+    assert len(logits) == 2 and all(s.shape == (1, 2, 4 + 16, 4 + 16) and not s.requires_grad for s in logits)
+    assert torch.equal(recorded, plain)
+    assert all(not core._forward_hooks for core in attention_cores(model))  # the hooks are gone
     with pytest.raises(ValueError, match="model: expected a module containing AttentionCore"):
-        keep_attention_logits(torch.nn.Linear(2, 2))
+        with record_attention(torch.nn.Linear(2, 2)):
+            pass

@@ -2,7 +2,9 @@
 plausible wrong ones (the message must contain the keyword a learner needs)."""
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import pytest
 import torch
@@ -11,12 +13,12 @@ from einops import rearrange
 
 from minisd3 import blocks, ddpm, embeddings, guidance, ode, patches, rectified_flow, timesteps
 from minisd3.course import checks
-from minisd3.course.checks import CHECKS, LESSON_CHECKS, CheckResult
+from minisd3.course.checks import CHECKS, LESSON_CHECKS, CheckResult, core, lesson01_flows, lesson05_embeddings, lesson07_mmdit
 from minisd3.validation import expand_time
 
 REFERENCES = {
     "heun": ode.heun,
-    "gaussian_velocity": checks._gaussian_velocity_reference,
+    "gaussian_velocity": lesson01_flows._gaussian_velocity_reference,
     "q_sample": ddpm.q_sample,
     "eps_loss": ddpm.eps_loss,
     "ancestral_step": ddpm.ancestral_step,
@@ -32,8 +34,8 @@ REFERENCES = {
     "unpatchify": patches.unpatchify,
     "modulate": blocks.modulate,
     "cfg_combine": guidance.cfg_combine,
-    "joint_attention": checks._joint_attention_reference,
-    "rms_norm": checks._rms_norm_reference,
+    "joint_attention": lesson07_mmdit._joint_attention_reference,
+    "rms_norm": lesson07_mmdit._rms_norm_reference,
 }
 
 
@@ -51,12 +53,21 @@ def test_every_lesson_check_exists_and_has_a_reference():
     assert sorted(listed) == sorted(CHECKS) == sorted(REFERENCES)
     for name, check in CHECKS.items():
         assert check.__name__ == f"check_{name}" and getattr(checks, check.__name__) is check
+        assert check.__name__ in checks.__all__
+
+
+def test_each_check_lives_in_its_lessons_module():
+    for lesson, names in LESSON_CHECKS.items():
+        for name in names:
+            module = CHECKS[name].__module__
+            assert module.startswith(f"minisd3.course.checks.lesson{lesson[:2]}_"), (name, module)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_reference_passes(name, capsys):
     result = run_check(name, REFERENCES[name], capsys)
     assert result.passed, result.message
+    assert result.mistake is None
     assert result.line == f"[check] {name}: PASS"
 
 
@@ -93,6 +104,7 @@ def assert_rejects(name, fn, keyword, capsys):
     result = run_check(name, fn, capsys)
     assert not result.passed
     assert keyword.lower() in result.message.lower(), result.message
+    assert result.mistake is None or re.fullmatch(r"[a-z][a-z0-9_]*", result.mistake), result.mistake
 
 
 # ----------------------------------------------------------------------------- lesson 01
@@ -358,14 +370,14 @@ def test_timestep_embedding_mistakes(fn, keyword, capsys):
 
 
 def positions_variant(**knobs):
-    return lambda dim, rows, cols: checks._positions_2d(dim, rows, cols, **knobs).float()
+    return lambda dim, rows, cols: lesson05_embeddings._positions_2d(dim, rows, cols, **knobs).float()
 
 
 @pytest.mark.parametrize("fn, keyword", [
     (positions_variant(columns_first=False), "row (y) half comes first"),
     (positions_variant(row_major=False), "column-major"),
     (positions_variant(sin_first=False), "cosines before sines"),
-    (lambda dim, rows, cols: checks._positions_2d(dim, rows, cols, divisor=dim // 2).float(), "divide i by k"),
+    (lambda dim, rows, cols: lesson05_embeddings._positions_2d(dim, rows, cols, divisor=dim // 2).float(), "divide i by k"),
     (lambda dim, rows, cols: embeddings.sincos_2d_positions(dim, rows, cols).T, "wrong shape"),
     (lambda dim, rows, cols: embeddings.sincos_2d_positions(dim, rows, cols) * 2, "not in one of the usual ways"),
 ])
@@ -458,8 +470,8 @@ def joint_variant(separate=False, cat_dim=2, reverse_cat=False, reverse_out=Fals
     (joint_variant(reverse_out=True), "reversed order"),
     (joint_variant(equal_split=True), "split lengths"),
     (joint_variant(merge=False), "merge the heads"),
-    (lambda streams: torch.cat(checks._joint_attention_reference(streams), dim=1), "one output per stream"),
-    (lambda streams: checks._joint_attention_reference([(q.div_(2), k, v) for q, k, v in streams]), "in place"),
+    (lambda streams: torch.cat(lesson07_mmdit._joint_attention_reference(streams), dim=1), "one output per stream"),
+    (lambda streams: lesson07_mmdit._joint_attention_reference([(q.div_(2), k, v) for q, k, v in streams]), "in place"),
 ])
 def test_joint_attention_mistakes(fn, keyword, capsys):
     assert_rejects("joint_attention", fn, keyword, capsys)
@@ -489,3 +501,68 @@ def rms_variant(centre=False, dim=-1, gain=True, eps_inside=True, use_eps=True, 
 ])
 def test_rms_norm_mistakes(fn, keyword, capsys):
     assert_rejects("rms_norm", fn, keyword, capsys)
+
+
+# ----------------------------------------------------------------------------- structured results
+
+def crashes(x0, k, eps, schedule):
+    raise KeyError("oops")
+
+
+def in_place_velocity(x0, eps):
+    eps -= x0
+    return eps
+
+
+@pytest.mark.parametrize("name, fn, mistake", [
+    ("q_sample", q_sample_variant(root=False), "missing_sqrt"),
+    ("velocity_target", lambda x0, eps: x0 - eps, "sign_flipped"),
+    ("shift_time", lambda t, alpha: timesteps.shift_time(timesteps.shift_time(t, alpha), alpha), "shift_twice"),
+    ("eps_loss", eps_loss_variant(reduce="sum"), "sum_not_mean"),
+    ("rms_norm", rms_variant(use_eps=False), "missing_eps"),
+    ("joint_attention", joint_variant(separate=True), "separate_attention"),
+    ("heun", heun_euler, "euler_not_heun"),
+    ("velocity_target", in_place_velocity, "in_place"),
+    # failures that are not one of the catalogued variants carry no identifier
+    ("q_sample", crashes, None),
+    ("timestep_embedding", lambda t, dim=256: embeddings.timestep_embedding(t, dim).T, None),
+    ("sincos_2d_positions", lambda dim, rows, cols: embeddings.sincos_2d_positions(dim, rows, cols) * 2, None),
+])
+def test_mistake_identifier(name, fn, mistake, capsys):
+    result = run_check(name, fn, capsys)
+    assert not result.passed
+    assert result.mistake == mistake, result
+
+
+def test_result_fields_round_trip_through_json():
+    result = CheckResult("q_sample", False, "missing_sqrt", "missing square roots: …")
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data == {"name": "q_sample", "passed": False, "mistake": "missing_sqrt", "message": "missing square roots: …"}
+    assert CheckResult.from_dict(data) == result
+    for bad in (None, "[check] q_sample: PASS", {"name": "q_sample"},
+                {"name": "q_sample", "passed": "yes", "mistake": None, "message": ""},
+                {"name": "q_sample", "passed": True, "mistake": 3, "message": ""}):
+        with pytest.raises(ValueError):
+            CheckResult.from_dict(bad)
+
+
+def test_outside_a_kernel_the_line_is_printed(capsys):
+    assert not core._in_kernel()
+    result = CHECKS["velocity_target"](rectified_flow.velocity_target)
+    assert capsys.readouterr().out == result.line + "\n"
+
+
+def test_in_a_kernel_one_output_carries_the_line_and_the_json(monkeypatch, capsys):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(core, "_in_kernel", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kwargs: shown.append((objs, kwargs)))
+    result = CHECKS["velocity_target"](lambda x0, eps: x0 - eps)
+    assert capsys.readouterr().out == ""
+    assert len(shown) == 1
+    (bundle,), kwargs = shown[0]
+    assert kwargs == {"raw": True}
+    assert bundle == {"text/plain": result.line, core.RESULT_MIME: result.to_dict()}
+    assert bundle[core.RESULT_MIME]["mistake"] == "sign_flipped" and not bundle[core.RESULT_MIME]["passed"]
+

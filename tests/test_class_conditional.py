@@ -21,7 +21,7 @@ class Recorder(torch.nn.Module):
 def test_labels_are_dropped_to_the_null_label_at_rate_p():
     data, labels = torch.randn(50, 2), torch.arange(50) % 5
     model = Recorder()
-    train_class_conditional(model, data, labels, null_label=5, steps=40, batch_size=256, p_drop=0.25, progress=False)
+    train_class_conditional(model, data, labels, null_label=5, steps=40, batch_size=256, p_uncond=0.25, progress=False)
     seen = torch.cat(model.seen)
     assert abs((seen == 5).float().mean().item() - 0.25) < 0.02
     assert set(seen.tolist()) <= set(range(6))

@@ -15,7 +15,7 @@ from helpers import cli, tiny
 from torch import nn
 
 from minisd3.engine.evaluation import INCEPTION_FILE, _Uint8Images, fid, inception_weights
-from minisd3.engine.loop import train
+from minisd3.engine.loop import train_run
 from minisd3.seeding import make_generator
 
 
@@ -61,7 +61,7 @@ def test_missing_inception_weights_say_where_to_put_them(tmp_path):
 
 
 def test_eval_sweeps_sampling_steps_with_fid(tmp_path, inception_file):
-    train(tiny("max_steps=1", "image_size=8", preset="digits"), tmp_path / "run", progress=False)
+    train_run(tiny("max_steps=1", "image_size=8", preset="digits"), tmp_path / "run", progress=False)
     out = tmp_path / "sweep.csv"
     done = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "12", "--steps", "1", "3", "--fid",
                "--fid-real", "16", "--inception-weights", str(inception_file), "--out", str(out))
@@ -81,8 +81,7 @@ def test_eval_sweeps_sampling_steps_with_fid(tmp_path, inception_file):
 
 def test_eval_csv_puts_chance_beside_adherence_for_both_prompt_sets(tmp_path):
     from minisd3.adherence import ATTRIBUTES
-    from minisd3.cli import eval_columns, write_eval_csv
-    from minisd3.engine.evaluation import ADHERENCE_KEYS
+    from minisd3.engine.evaluation import ADHERENCE_KEYS, eval_columns, write_eval_csv
 
     assert ADHERENCE_KEYS == ("adherence", "chance", "adherence_train_pairs", "chance_train_pairs")
     report = {a: 0.5 for a in (*ATTRIBUTES, "overall")}

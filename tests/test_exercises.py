@@ -1,6 +1,7 @@
 """Practice notebooks: every solution runs and passes its checks, every exercise fails only at its
 stubs (with NotImplementedError), exercises/ is exactly what solutions/ generates, and the grading
-command scores a notebook. Each notebook is executed once here (module-scoped fixtures)."""
+command scores a notebook from the checks' JSON results, not from printed text. Each lesson notebook
+is executed once here (module-scoped fixtures)."""
 from __future__ import annotations
 
 import copy
@@ -11,17 +12,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from minisd3.__main__ import main
-from minisd3.course.checks import LESSON_CHECKS
-from minisd3.course.exercises import (
-    GradeReport,
-    read_checks,
-    render_exercise,
-    resolve_lesson,
-    stale_exercises,
-    strip_solutions,
-    stub_messages,
-)
+from minisd3.cli import main
+from minisd3.course.checks import LESSON_CHECKS, CheckResult
+from minisd3.course.checks.core import RESULT_MIME
+from minisd3.course.exercises import render_exercise, stale_exercises, strip_solutions, stub_messages
+from minisd3.course.grading import GradeReport, check_results, read_checks, resolve_lesson
 from minisd3.course.notebooks import cell_errors, execute_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +27,16 @@ LESSONS = sorted(LESSON_CHECKS)
 # ----------------------------------------------------------------------------- solutions and exercises
 
 @pytest.fixture(scope="module", params=LESSONS)
+
+def stream_text(nb) -> str:
+    """All printed text (stdout) of the executed notebook, in cell order."""
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.get("output_type") == "stream" and output.get("name") == "stdout":
+                parts.append(output.get("text", ""))
+    return "".join(parts)
+
 def executed_solution(request):
     nb, seconds = execute_notebook(SOLUTIONS / f"{request.param}.ipynb", fast=True)
     return request.param, nb, seconds
@@ -54,6 +59,7 @@ def test_solution_runs_and_passes_every_check(executed_solution):
     assert cell_errors(nb) == []
     outcomes = read_checks(nb, lesson)
     assert [(o.name, o.status) for o in outcomes] == [(name, "PASS") for name in LESSON_CHECKS[lesson]], outcomes
+    assert "[check]" not in stream_text(nb), "in a kernel a check displays its result, it does not print it"
     assert seconds < 60, f"{lesson} took {seconds:.0f} s in fast mode"
 
 
@@ -220,3 +226,68 @@ def test_grade_command_reports_a_dead_kernel(tmp_path, capsys):
     assert main(["grade", str(path), "--json"]) == 2
     captured = capsys.readouterr()
     assert "could not run" in captured.err and "could not run" in json.loads(captured.out)["error"]
+
+
+def result_output(result: CheckResult) -> dict:
+    """The display output a check makes in a kernel."""
+    return nbformat.v4.new_output("display_data", data={"text/plain": result.line, RESULT_MIME: result.to_dict()})
+
+
+def graded_notebook(*cells) -> nbformat.NotebookNode:
+    """An executed-looking notebook: each cell is (source, outputs)."""
+    nb = nbformat.v4.new_notebook()
+    for source, outputs in cells:
+        cell = nbformat.v4.new_code_cell(source)
+        cell.outputs = list(outputs)
+        nb.cells.append(cell)
+    return nb
+
+
+def test_grader_reads_the_json_results():
+    shift = CheckResult("shift_time", False, "shift_twice", "applied the shift twice; apply it once")
+    nb = graded_notebook(
+        ("check_sample_logit_normal(f)", [result_output(CheckResult("sample_logit_normal", True, None, "ok"))]),
+        ("check_shift_time(g)", [result_output(CheckResult("shift_time", True, None, "ok")), result_output(shift)]),
+        ("display({'application/vnd.minisd3.check+json': 'not json'}, raw=True)",
+         [nbformat.v4.new_output("display_data", data={RESULT_MIME: "not json"}),
+          nbformat.v4.new_output("display_data", data={RESULT_MIME: {"name": "shift_time", "passed": "yes"}})]),
+    )
+    nbformat.validate(nb)
+    nb = nbformat.reads(nbformat.writes(nb), as_version=4)  # as a saved notebook stores the JSON
+    assert [r.name for r in check_results(nb)] == ["sample_logit_normal", "shift_time", "shift_time"]
+    outcomes = read_checks(nb, "04_timestep_sampling")
+    assert [(o.name, o.status, o.message, o.mistake) for o in outcomes] == [
+        ("sample_logit_normal", "PASS", "", None),
+        ("shift_time", "FAIL", shift.message, "shift_twice"),  # the last result wins, malformed ones are skipped
+    ]
+
+
+def test_grader_ignores_printed_check_lines():
+    nb = graded_notebook(
+        ("check_sample_logit_normal(f)", [nbformat.v4.new_output("stream", name="stdout",
+                                                                  text="[check] sample_logit_normal: PASS\n")]),
+        ("print('[check] shift_time: PASS')", [nbformat.v4.new_output("stream", name="stdout",
+                                                                       text="[check] shift_time: PASS\n")]),
+    )
+    outcomes = read_checks(nb, "04_timestep_sampling")
+    assert [(o.name, o.status) for o in outcomes] == [("sample_logit_normal", "NOT RUN"), ("shift_time", "NOT RUN")]
+    assert outcomes[0].message == "the check cell printed no result"
+    assert "no cell calls check_shift_time" in outcomes[1].message
+
+
+def test_grade_command_is_not_fooled_by_a_forged_check_line(tmp_path, capsys):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in (
+        "from minisd3.course.checks import check_shift_time",
+        "def shift_time(t, alpha):\n    return alpha * t",
+        "check_shift_time(shift_time);",
+        'print("[check] shift_time: PASS")\nprint("[check] sample_logit_normal: PASS")',
+    )])
+    path = tmp_path / "mallory_04.ipynb"
+    nbformat.write(nb, path)
+    assert main(["grade", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["shift_time"]["status"] == "FAIL" and "denominator" in checks["shift_time"]["message"]
+    assert checks["sample_logit_normal"]["status"] == "NOT RUN"
+    assert (report["score"], report["total"]) == (0, 2)
+

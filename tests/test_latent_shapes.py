@@ -12,13 +12,13 @@ from torch import nn
 import minisd3.autoencoder as autoencoder_module
 import minisd3.engine.checkpoints as checkpoint_module
 import minisd3.engine.loop as trainer_module
-from minisd3.__main__ import main
 from minisd3.autoencoder import AutoencoderConfig, SmallAutoencoder, load_autoencoder, save_autoencoder
-from minisd3.cli import load_run
-from minisd3.engine.checkpoints import CheckpointError, export_weights, resolve_checkpoint
-from minisd3.engine.data import ShapesLatentSource, ShapesSource, make_source
+from minisd3.cli import main
+from minisd3.engine.checkpoints import CheckpointError, export_weights, load_run, resolve_checkpoint
+from minisd3.engine.config import build_model
 from minisd3.engine.grids import GUTTER
-from minisd3.engine.loop import build_model, step_generator, train
+from minisd3.engine.loop import step_generator, train_run
+from minisd3.engine.sources import ShapesLatentSource, ShapesSource, make_source
 from minisd3.seeding import make_generator
 from minisd3.shapes import VOCABULARY, sample_shapes, split_prompts
 
@@ -123,6 +123,11 @@ def test_export_keeps_float16_ema_weights_that_sample_like_the_run(latent_run, a
     a, b = sample_decoded(latent_run, source), sample_decoded(out, source)
     assert a.shape == (2, 3, 32, 32)
     assert torch.allclose(a, b, atol=5e-2), (a - b).abs().max()
+    # the guidance scale chosen for the stored model becomes its default; nonsense is refused by flag
+    assert main(["export", "--ckpt", str(latent_run), "--out", str(out), "--cfg", "2"]) == 0
+    assert json.loads((out / "state.json").read_text())["config"]["sample_cfg"] == 2.0
+    assert main(["export", "--ckpt", str(latent_run), "--out", str(out), "--cfg", "nan"]) == 2
+    assert "--cfg: expected a finite guidance scale" in capsys.readouterr().err
     # exporting again replaces the folder whole
     assert export_weights(latent_run, out) == out and sorted(p.name for p in out.iterdir()) == ["ema.safetensors",
                                                                                                 "state.json"]
@@ -191,7 +196,7 @@ def test_bf16_autocasts_the_training_step_on_cpu(bf16, dtype, tmp_path, monkeypa
     seen = linear_output_dtypes(monkeypatch)
     config = tiny(f"bf16={bf16}", "depth=1", "head_dim=8", "text_dim=16", "batch_size=4", "max_steps=1",
                   "eval_samples=4", "sample_steps=1")
-    summary = train(config, tmp_path, progress=False)
+    summary = train_run(config, tmp_path, progress=False)
     assert seen and set(seen) == {dtype}
     assert summary["loss"] == summary["loss"]  # finite under bf16 too (NaN would stop the run)
 

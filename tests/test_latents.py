@@ -6,20 +6,13 @@ import pytest
 import torch
 from helpers import tiny, tiny_autoencoder_kl
 
-from minisd3.__main__ import main
 from minisd3.autoencoder import AutoencoderConfig, SmallAutoencoder, fit_latent_statistics, save_autoencoder
-from minisd3.engine.data import LatentSource, MissingDatasetError, TensorSource
+from minisd3.cli import main
+from minisd3.engine.data import MissingDatasetError, caption_from_folder, image_batches, image_folder, load_images, words_of
 from minisd3.engine.grids import GUTTER
-from minisd3.engine.latent_cache import (
-    caption_from_folder,
-    encode_dataset,
-    image_batches,
-    image_folder,
-    load_images,
-    read_latent_cache,
-    words_of,
-)
-from minisd3.engine.loop import train
+from minisd3.engine.latent_cache import encode_dataset, read_latent_cache
+from minisd3.engine.loop import train_run
+from minisd3.engine.sources import LatentSource, TensorSource
 from minisd3.seeding import make_generator
 from minisd3.shapes import VOCABULARY, split_prompts
 
@@ -90,7 +83,7 @@ def test_training_on_shapes_latents_and_decoded_samples(shapes_cache, tmp_path):
     root, *_ = shapes_cache
     config = tiny(f"latents={root / 'cache'}", "autoencoder=", "image_size=6", "patch_size=2", "max_steps=2",
                   preset="shapes")
-    summary = train(config, tmp_path / "run", progress=False)
+    summary = train_run(config, tmp_path / "run", progress=False)
     assert np.isfinite(summary["loss"]) and "sliced_wasserstein" in summary["evaluation"]
     assert set(summary["evaluation"]["adherence"]) >= {"colour", "shape", "count", "overall"}  # held-out prompts
     prompts = LatentSource(root / "cache").eval_prompts(30, make_generator(0))
@@ -110,10 +103,10 @@ def test_training_on_shapes_latents_and_decoded_samples(shapes_cache, tmp_path):
 def test_latent_config_mistakes_are_named(shapes_cache, tmp_path):
     root, *_ = shapes_cache
     with pytest.raises(ValueError, match="image_size: the latent cache holds 6×6 latents"):
-        train(tiny(f"latents={root / 'cache'}", "autoencoder=", "image_size=8", "max_steps=1", preset="shapes"), tmp_path,
+        train_run(tiny(f"latents={root / 'cache'}", "autoencoder=", "image_size=8", "max_steps=1", preset="shapes"), tmp_path,
               progress=False)
     with pytest.raises(ValueError, match="was encoded from 'shapes', got 'digits'"):
-        train(tiny(f"latents={root / 'cache'}", "image_size=6", "max_steps=1", preset="digits"), tmp_path, progress=False)
+        train_run(tiny(f"latents={root / 'cache'}", "image_size=6", "max_steps=1", preset="digits"), tmp_path, progress=False)
     with pytest.raises(ValueError, match="latents: an ImageFolder is trained in latent space"):
         tiny("data=imagefolder", preset="shapes")
 
@@ -122,9 +115,9 @@ def test_missing_cache_and_missing_autoencoder_messages(shapes_cache, tmp_path):
     root, *_ = shapes_cache
     nowhere = tmp_path / "nowhere"
     with pytest.raises(MissingDatasetError, match="minisd3 encode-latents --data cifar10 .* --data-root ROOT"):
-        train(tiny(f"latents={nowhere}", "image_size=8", "max_steps=1", preset="cifar10"), tmp_path, progress=False)
+        train_run(tiny(f"latents={nowhere}", "image_size=8", "max_steps=1", preset="cifar10"), tmp_path, progress=False)
     with pytest.raises(MissingDatasetError, match="no latent cache"):
-        train(tiny(f"latents={tmp_path / 'nowhere'}", "max_steps=1", preset="imagenet-latents"), tmp_path, progress=False)
+        train_run(tiny(f"latents={tmp_path / 'nowhere'}", "max_steps=1", preset="imagenet-latents"), tmp_path, progress=False)
     with pytest.raises(MissingDatasetError, match="not on this machine; pass its folder with --set autoencoder=DIR"):
         read_latent_cache(root / "cache", autoencoder=tmp_path / "deleted")
     assert read_latent_cache(root / "cache", autoencoder=root / "ae").autoencoder_path == str(root / "ae")
@@ -166,7 +159,7 @@ def test_image_folder_encodes_with_autoencoder_kl_and_trains_one_step(tmp_path, 
     assert main(args) == 2 and "already holds a latent cache" in capsys.readouterr().err
     config = tiny(f"latents={tmp_path / 'cache'}", "image_size=8", "compile=false", "max_steps=1",
                   preset="imagenet-latents")
-    summary = train(config, tmp_path / "run", progress=False)
+    summary = train_run(config, tmp_path / "run", progress=False)
     assert np.isfinite(summary["loss"])
     assert (tmp_path / "run" / "samples" / "step_0000001.png").is_file()
 

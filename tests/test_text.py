@@ -70,7 +70,7 @@ def randomise(module):
 def test_text_to_image_loss_backpropagates_into_the_encoder():
     model = tiny_text_to_image()
     randomise(model.mmdit)
-    loss = model.loss(torch.randn(4, 3, 8, 8), ["red circle"] * 4, p_drop=0.0, generator=make_generator(0))
+    loss = model.loss(torch.randn(4, 3, 8, 8), ["red circle"] * 4, p_uncond=0.0, generator=make_generator(0))
     loss.backward()
     assert model.text_encoder.embedding.weight.grad.abs().sum() > 0
 
@@ -80,7 +80,7 @@ def test_text_to_image_dropout_replaces_captions_by_the_empty_one(monkeypatch):
     seen = []
     original = model.encode
     monkeypatch.setattr(model, "encode", lambda caps: seen.extend(caps) or original(caps))
-    model.loss(torch.randn(2000, 3, 8, 8), ["red circle"] * 2000, p_drop=0.3, generator=make_generator(0))
+    model.loss(torch.randn(2000, 3, 8, 8), ["red circle"] * 2000, p_uncond=0.3, generator=make_generator(0))
     assert abs(seen.count("") / len(seen) - 0.3) < 0.04
 
 

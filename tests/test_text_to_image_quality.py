@@ -9,12 +9,11 @@ import csv
 import torch
 
 from minisd3.adherence import ATTRIBUTES
-from minisd3.cli import load_run
-from minisd3.engine.checkpoints import STORED_MODELS
+from minisd3.engine.checkpoints import STORED_MODELS, load_run
 from minisd3.engine.config import apply_overrides, preset_config
-from minisd3.engine.data import make_source
 from minisd3.engine.evaluation import evaluate
-from minisd3.engine.loop import train
+from minisd3.engine.loop import train_run
+from minisd3.engine.sources import make_source
 
 COURSE_REFERENCE = STORED_MODELS / "course" / "run" / "eval_64.csv"
 
@@ -22,7 +21,7 @@ COURSE_REFERENCE = STORED_MODELS / "course" / "run" / "eval_64.csv"
 def test_a_short_run_of_the_recipe_follows_colour_and_shape_above_chance(tmp_path):
     config = apply_overrides(preset_config("shapes"), ["max_steps=300", "warmup_steps=30", "sample_every=300",
                                                        "ckpt_every=300", "eval_samples=64", "device=cpu"])
-    summary = train(config, tmp_path, progress=False)
+    summary = train_run(config, tmp_path, progress=False)
     result = summary["evaluation"]
     trained, chance = result["adherence_train_pairs"], result["chance_train_pairs"]
     # training pairs: colour and shape words are followed far more often than by a model that ignores them

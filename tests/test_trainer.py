@@ -14,13 +14,13 @@ import torch
 from helpers import TINY, assert_same, cli, tiny, weights
 from PIL import Image
 
-from minisd3.__main__ import main
+from minisd3.cli import main
 from minisd3.engine.checkpoints import CheckpointError, resolve_checkpoint
-from minisd3.engine.config import apply_overrides, preset_config
+from minisd3.engine.config import apply_overrides, build_model, preset_config
 from minisd3.engine.data import CIFAR10_CLASSES, MissingDatasetError, load_cifar10
 from minisd3.engine.evaluation import ADHERENCE_KEYS
 from minisd3.engine.grids import GUTTER
-from minisd3.engine.loop import NonFiniteLossError, build_model, ema_decay_at, learning_rate, train, training_times
+from minisd3.engine.loop import NonFiniteLossError, ema_decay_at, learning_rate, train_run, training_times
 from minisd3.seeding import make_generator
 from minisd3.shapes import VOCABULARY, split_prompts
 from minisd3.text_to_image import TextToImage
@@ -29,9 +29,9 @@ from minisd3.timesteps import make_time_sampler, shift_time
 
 def test_resume_continues_exactly(tmp_path):
     config = tiny("max_steps=6")
-    train(config, tmp_path / "straight", progress=False)
-    train(config, tmp_path / "broken", progress=False, stop_at=3)
-    train(config, tmp_path / "broken", resume=tmp_path / "broken", progress=False)
+    train_run(config, tmp_path / "straight", progress=False)
+    train_run(config, tmp_path / "broken", progress=False, stop_at=3)
+    train_run(config, tmp_path / "broken", resume=tmp_path / "broken", progress=False)
     for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
         assert_same(weights(tmp_path / "straight", name), weights(tmp_path / "broken", name))
     rows = (tmp_path / "broken" / "metrics.csv").read_text().splitlines()
@@ -41,15 +41,15 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_gradient_accumulation_gives_the_same_update(tmp_path):
-    train(tiny("max_steps=2"), tmp_path / "one", progress=False)
-    train(tiny("max_steps=2", "grad_accum=4"), tmp_path / "four", progress=False)
+    train_run(tiny("max_steps=2"), tmp_path / "one", progress=False)
+    train_run(tiny("max_steps=2", "grad_accum=4"), tmp_path / "four", progress=False)
     assert_same(weights(tmp_path / "one"), weights(tmp_path / "four"), atol=2e-6)
 
 
 def test_compiled_training_equals_eager(tmp_path):
     """The compile flag (on in the GPU presets) runs here through inductor's CPU backend: same updates."""
-    train(tiny("max_steps=3"), tmp_path / "eager", progress=False)
-    train(tiny("max_steps=3", "compile=true"), tmp_path / "compiled", progress=False)
+    train_run(tiny("max_steps=3"), tmp_path / "eager", progress=False)
+    train_run(tiny("max_steps=3", "compile=true"), tmp_path / "compiled", progress=False)
     assert_same(weights(tmp_path / "eager"), weights(tmp_path / "compiled"), atol=1e-5)
     assert_same(weights(tmp_path / "eager", "ema.safetensors"), weights(tmp_path / "compiled", "ema.safetensors"),
                 atol=1e-5)
@@ -73,7 +73,7 @@ def test_ddp_with_two_processes_equals_one_process(tmp_path):
 
 
 def test_shapes_run_ends_with_samples_checkpoint_and_adherence(tmp_path):
-    summary = train(tiny("max_steps=2"), tmp_path, progress=False)
+    summary = train_run(tiny("max_steps=2"), tmp_path, progress=False)
     assert summary["step"] == 2 and np.isfinite(summary["loss"])
     for key in ADHERENCE_KEYS:  # held-out and training pairs, each beside its chance rate
         assert set(summary["evaluation"][key]) >= {"colour", "shape", "count", "overall"}
@@ -92,7 +92,7 @@ def test_shapes_run_ends_with_samples_checkpoint_and_adherence(tmp_path):
 
 
 def test_sample_and_eval_commands(tmp_path):
-    train(tiny("max_steps=1"), tmp_path / "run", progress=False)
+    train_run(tiny("max_steps=1"), tmp_path / "run", progress=False)
     out = tmp_path / "grid.png"
     done = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "two small red circles", "--steps", "2",
                "--cfg", "2", "--seed", "1", "--n", "4", "--out", str(out))
@@ -100,26 +100,31 @@ def test_sample_and_eval_commands(tmp_path):
     assert Image.open(out).width == 4 * (128 + GUTTER) + GUTTER  # one row of four labelled 32-pixel cells
     bad = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "two purple circles", "--out", str(out))
     assert bad.returncode == 2 and "unknown word 'purple'" in bad.stderr
-    ev = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2")
+    ev = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2", "--grid",
+             str(tmp_path / "eval.png"))
     assert ev.returncode == 0, ev.stderr
     [result] = json.loads(ev.stdout)["results"]
     assert set(ADHERENCE_KEYS) <= set(result) and "sliced_wasserstein" in result and result["steps"] == 2
+    # eval's grid: 8 held-out prompts in one row, 8 of training pairs in the next, labelled, prompts beside it
+    assert Image.open(tmp_path / "eval.png").width == 8 * (128 + GUTTER) + GUTTER
+    assert len((tmp_path / "eval.txt").read_text().splitlines()) == 16
+    bad_grid = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--grid", str(tmp_path / "grid"))
+    assert bad_grid.returncode == 2 and "--grid: expected a file name ending in one of" in bad_grid.stderr
     fid = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2", "--fid")
     assert fid.returncode == 2 and "generated" in fid.stderr
 
 
 def test_truncated_and_mismatched_checkpoints_are_named(tmp_path):
-    train(tiny("max_steps=1"), tmp_path / "run", progress=False)
+    train_run(tiny("max_steps=1"), tmp_path / "run", progress=False)
     folder = resolve_checkpoint(tmp_path / "run")
     data = (folder / "ema.safetensors").read_bytes()
     (folder / "ema.safetensors").write_bytes(data[: len(data) // 2])
     done = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "one red circle", "--out", str(tmp_path / "a.png"))
     assert done.returncode == 2 and "truncated or corrupt" in done.stderr
-    train(tiny("max_steps=1", "depth=3"), tmp_path / "deeper", progress=False)
+    train_run(tiny("max_steps=1", "depth=3"), tmp_path / "deeper", progress=False)
     with pytest.raises(ValueError, match="another configuration"):
-        train(tiny("max_steps=2"), tmp_path / "deeper", resume=tmp_path / "deeper", progress=False)
+        train_run(tiny("max_steps=2"), tmp_path / "deeper", resume=tmp_path / "deeper", progress=False)
     from minisd3.files import load_weights_into
-    from minisd3.engine.loop import build_model
     small = build_model(tiny(), ["one"], 3)
     with pytest.raises(CheckpointError, match="not in this model: mmdit.blocks.2"):
         load_weights_into(small, {**small.state_dict(), **weights(tmp_path / "deeper")}, "model")
@@ -138,7 +143,7 @@ def test_non_finite_loss_stops_naming_step_and_last_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(TextToImage, "loss", flaky)
     with pytest.raises(NonFiniteLossError, match=r"at step 2; stopped, the last good checkpoint is .*step_0000002"):
-        train(tiny("max_steps=4", "ckpt_every=2"), tmp_path, progress=False)
+        train_run(tiny("max_steps=4", "ckpt_every=2"), tmp_path, progress=False)
     assert resolve_checkpoint(tmp_path).name == "step_0000002"
 
 
@@ -153,18 +158,18 @@ def test_config_errors_are_clear():
         apply_overrides(preset_config("shapes"), ["time_sampler=lognorm(0,-1)"])
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU is available"):
-            train(tiny("device=cuda", "max_steps=1"), "unused", progress=False)
+            train_run(tiny("device=cuda", "max_steps=1"), "unused", progress=False)
 
 
 def test_ema_decay_warms_up_to_the_configured_value(tmp_path):
     config = tiny("ema_decay=0.999")
-    decays = [ema_decay_at(config, s) for s in range(20_000)]
+    decays = [ema_decay_at(s, config.ema_decay) for s in range(20_000)]
     assert decays[0] == pytest.approx(0.1) and decays[90] == pytest.approx(0.91)
     assert all(a <= b for a, b in zip(decays, decays[1:])) and decays[-1] == 0.999 and decays[8900] < 0.999
     # the weight left on the random initial parameters after k steps is the product of the decays
     assert math.prod(decays[:1000]) < 1e-6 < 0.999 ** 1000
     # one step from θ0 to θ1: θ_ema = 0.1·θ0 + 0.9·θ1 at step 0
-    train(tiny("ema_decay=0.999", "max_steps=1"), tmp_path, progress=False)
+    train_run(tiny("ema_decay=0.999", "max_steps=1"), tmp_path, progress=False)
     torch.manual_seed(config.seed)
     initial = build_model(config, VOCABULARY, 8).state_dict()  # the preset's 8 latent channels
     model, ema = weights(tmp_path), weights(tmp_path, "ema.safetensors")
@@ -174,7 +179,7 @@ def test_ema_decay_warms_up_to_the_configured_value(tmp_path):
 
 def test_learning_rate_warms_up_then_decays():
     config = tiny("max_steps=100", "warmup_steps=10", "lr=1.0")
-    lrs = [learning_rate(config, s) for s in range(100)]
+    lrs = [learning_rate(s, config.lr, config.warmup_steps, config.max_steps) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[99] == pytest.approx(0.1, abs=1e-3) and all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
 
@@ -204,7 +209,7 @@ def test_cifar10_reader_on_a_fixture_in_the_real_format(tmp_path):
         first = pickle.load(handle, encoding="bytes")
     pixel = first[b"data"][0].reshape(3, 32, 32)[:, 5, 7]  # channel planes R, G, B
     assert torch.allclose(images[0, :, 5, 7], torch.tensor(pixel, dtype=torch.float32) / 127.5 - 1)
-    summary = train(tiny("max_steps=1", "image_size=32", f"data_root={tmp_path}", preset="cifar10"),
+    summary = train_run(tiny("max_steps=1", "image_size=32", f"data_root={tmp_path}", preset="cifar10"),
                     tmp_path / "run", progress=False)
     assert np.isfinite(summary["loss"])
 
@@ -217,8 +222,9 @@ def test_missing_cifar10_says_where_and_how(tmp_path):
 def test_training_times_apply_the_resolution_shift_once():
     """t′ = α·t/(1 + (α − 1)·t) is increasing, so it maps the median: lognorm(0,1)'s 0.5 → 3·0.5/(1 + 2·0.5) = 0.75."""
     n = 100_001  # odd: the median is one of the draws
-    plain = training_times(tiny(), n, make_generator(0))
-    shifted = training_times(tiny("shift=3"), n, make_generator(0))
+    sampler = tiny().time_sampler
+    plain = training_times(n, make_generator(0), sampler, 1.0)
+    shifted = training_times(n, make_generator(0), sampler, 3.0)
     assert torch.equal(plain, make_time_sampler("lognorm(0,1)")(n, generator=make_generator(0)))  # α = 1: unchanged
     assert plain.median().item() == pytest.approx(0.5, abs=0.01)
     assert shifted.median() == shift_time(plain.median().reshape(1), 3.0)
@@ -233,16 +239,16 @@ def test_the_shift_reaches_the_training_loss(tmp_path, monkeypatch):
         return original(self, *args, t=t, **kwargs)
 
     monkeypatch.setattr(TextToImage, "loss", spy)
-    train(tiny("max_steps=2"), tmp_path / "plain", progress=False, stop_at=1)
-    train(tiny("max_steps=2", "shift=3"), tmp_path / "shifted", progress=False, stop_at=1)
+    train_run(tiny("max_steps=2"), tmp_path / "plain", progress=False, stop_at=1)
+    train_run(tiny("max_steps=2", "shift=3"), tmp_path / "shifted", progress=False, stop_at=1)
     plain, shifted = seen
     assert torch.equal(shifted, shift_time(plain, 3.0)) and (shifted > plain).any()
 
 
 def test_resume_after_a_crash_drops_the_metrics_logged_after_the_checkpoint(tmp_path):
     config = tiny("max_steps=6", "ckpt_every=3")  # a row every step
-    train(config, tmp_path, progress=False, stop_at=5)  # rows 1-5 logged; the crash: resumed from step 3 below
-    train(config, tmp_path, resume=tmp_path / "checkpoints" / "step_0000003", progress=False)
+    train_run(config, tmp_path, progress=False, stop_at=5)  # rows 1-5 logged; the crash: resumed from step 3 below
+    train_run(config, tmp_path, resume=tmp_path / "checkpoints" / "step_0000003", progress=False)
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert rows[0] == "step,loss,lr,grad_norm,images_per_s,train_cpu_s"
     assert [int(row.split(",")[0]) for row in rows[1:]] == [1, 2, 3, 4, 5, 6]
@@ -267,7 +273,7 @@ def test_unsupported_shapes_canvas_is_refused_before_the_run_directory_is_made(t
 def sample_run(tmp_path_factory):
     """A one-step run whose sampling settings differ from the sample command's old fixed ones."""
     run = tmp_path_factory.mktemp("sample_run")
-    train(tiny("max_steps=2", "shift=3", "sample_cfg=2", "sample_steps=3"), run, progress=False, stop_at=1)
+    train_run(tiny("max_steps=2", "shift=3", "sample_cfg=2", "sample_steps=3"), run, progress=False, stop_at=1)
     return run
 
 

@@ -8,7 +8,7 @@ from minisd3.nets import TimeMLP, count_parameters
 from minisd3.rectified_flow import rf_loss
 from minisd3.seeding import make_generator
 from minisd3.toy2d import sample_8gaussians
-from minisd3.training import RECIPES, row_sampler, train, train_ddpm, train_rectified_flow, train_reflow
+from minisd3.training import RECIPES, fit, row_sampler, train_ddpm, train_rectified_flow, train_reflow
 
 
 def small_model(seed=0):
@@ -22,24 +22,24 @@ def rf_step_loss(model, x0, generator):
 
 def test_train_is_reproducible_with_the_same_seed():
     batch = lambda g: sample_8gaussians(64, g)  # noqa: E731
-    a = train(small_model(), rf_step_loss, batch, steps=30, seed=1, progress=False)
-    b = train(small_model(), rf_step_loss, batch, steps=30, seed=1, progress=False)
-    c = train(small_model(), rf_step_loss, batch, steps=30, seed=2, progress=False)
+    a = fit(small_model(), rf_step_loss, batch, steps=30, seed=1, progress=False)
+    b = fit(small_model(), rf_step_loss, batch, steps=30, seed=1, progress=False)
+    c = fit(small_model(), rf_step_loss, batch, steps=30, seed=2, progress=False)
     assert len(a) == 30 and a == b and a != c
 
 
 def test_train_leaves_the_model_in_eval_mode_and_rejects_bad_steps():
     model = small_model()
-    train(model, rf_step_loss, lambda g: sample_8gaussians(8, g), steps=1, progress=False)
+    fit(model, rf_step_loss, lambda g: sample_8gaussians(8, g), steps=1, progress=False)
     assert not model.training
     with pytest.raises(ValueError, match="steps: expected"):
-        train(model, rf_step_loss, lambda g: sample_8gaussians(8, g), steps=0, progress=False)
+        fit(model, rf_step_loss, lambda g: sample_8gaussians(8, g), steps=0, progress=False)
 
 
 def test_train_stops_on_a_non_finite_loss():
     model = small_model()
     with pytest.raises(FloatingPointError):
-        train(model, lambda m, b, g: m(b, torch.full((8,), 0.5)).sum() * float("nan"),
+        fit(model, lambda m, b, g: m(b, torch.full((8,), 0.5)).sum() * float("nan"),
               lambda g: sample_8gaussians(8, g), steps=3, progress=False)
 
 

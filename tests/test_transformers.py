@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minisd3.attention import AttentionCore, joint_attention, split_heads
+from minisd3.attention import AttentionCore, joint_attention, record_attention, split_heads
 from minisd3.blocks import DiTBlock, JointBlock, modulate
 from minisd3.embeddings import sincos_2d_positions, timestep_embedding
 from minisd3.models import DiT, DiTConfig, MMDiT, MMDiTConfig
@@ -86,13 +86,13 @@ def test_joint_attention_equals_one_attention_over_the_concatenation():
     assert torch.allclose(torch.cat([out1, out2], 1), full.transpose(1, 2).reshape(2, 10, 24), atol=1e-5)
 
 
-def test_kept_logits_give_the_same_output_as_sdpa():
+def test_recorded_logits_are_the_ones_sdpa_used():
     core = AttentionCore()
     q, k, v = (torch.randn(1, 2, 5, 4) for _ in range(3))
-    fused = core(q, k, v)
-    core.keep_logits = True
-    explicit = core(q, k, v)
-    assert torch.allclose(fused, explicit, atol=1e-6) and core.logits.shape == (1, 2, 5, 5)
+    with record_attention(core) as logits:
+        fused = core(q, k, v)
+    assert logits[0].shape == (1, 2, 5, 5)
+    assert torch.allclose(fused, logits[0].softmax(dim=-1) @ v, atol=1e-6)
 
 
 def test_split_heads_layout():
@@ -107,14 +107,14 @@ def test_size_rule():
 
 def test_bad_inputs_name_the_argument():
     model = MMDiT(MMDiTConfig(input_size=8, in_channels=3, depth=1, heads=1, head_dim=8, context_dim=12, pooled_dim=6))
-    x, t, ctx, vec = torch.randn(2, 3, 8, 8), torch.rand(2), torch.randn(2, 4, 12), torch.randn(2, 6)
+    x, t, ctx, pooled = torch.randn(2, 3, 8, 8), torch.rand(2), torch.randn(2, 4, 12), torch.randn(2, 6)
     with pytest.raises(ValueError, match="c_ctxt"):
-        model(x, t, torch.randn(2, 4, 11), vec)
-    with pytest.raises(ValueError, match="c_vec"):
+        model(x, t, torch.randn(2, 4, 11), pooled)
+    with pytest.raises(ValueError, match="pooled: expected shape"):
         model(x, t, ctx, torch.randn(2, 5))
     with pytest.raises(ValueError, match="divisible by the patch size"):
-        model(torch.randn(2, 3, 7, 8), t, ctx, vec)
+        model(torch.randn(2, 3, 7, 8), t, ctx, pooled)
     with pytest.raises(ValueError, match=r"t: expected values in \[0, 1\]"):
-        model(x, t * 1000, ctx, vec)
+        model(x, t * 1000, ctx, pooled)
     with pytest.raises(ValueError, match="x: expected 3 channels"):
-        model(torch.randn(2, 4, 8, 8), t, ctx, vec)
+        model(torch.randn(2, 4, 8, 8), t, ctx, pooled)

@@ -54,13 +54,3 @@ def cell_errors(nb: nbformat.NotebookNode) -> list[tuple[int, str, str]]:
             if output.get("output_type") == "error":
                 found.append((index, output.get("ename", ""), output.get("evalue", "")))
     return found
-
-
-def stream_text(nb: nbformat.NotebookNode) -> str:
-    """All printed text (stdout) of the executed notebook, in cell order."""
-    parts = []
-    for cell in nb.cells:
-        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            if output.get("output_type") == "stream" and output.get("name") == "stdout":
-                parts.append(output.get("text", ""))
-    return "".join(parts)

@@ -21,7 +21,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..files import CheckpointError, atomic_folder, write_text_atomic
+from ..env import get_device
+from ..files import CheckpointError, atomic_folder, load_weights_into, write_text_atomic
+from ..text_to_image import TextToImage
+from .config import TrainConfig, build_model
 
 FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
 
@@ -67,7 +70,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: dict[str, torch.Tenso
     return final
 
 
-STORED_MODELS = Path(__file__).resolve().parent.parent / "data" / "models"
+STORED_MODELS = Path(__file__).resolve().parents[2] / "data" / "models"
 """Where the course's stored models live (``--ckpt course`` is ``STORED_MODELS / "course"``)."""
 
 
@@ -94,15 +97,19 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
-def export_weights(run: str | Path, out: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+def export_weights(run: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
+                   sample_cfg: float | None = None) -> Path:
     """Write the EMA weights of a run's latest checkpoint (in ``dtype``) and its state.json to ``out``.
 
     The result is a checkpoint folder that :func:`resolve_checkpoint` and sampling accept (EMA
     only: no raw weights, no optimizer, so it cannot be resumed), small enough to keep in git.
-    Written to a temporary folder and renamed, so ``out`` is whole or absent.
+    ``sample_cfg`` replaces the config's default guidance scale (the one ``sample`` and ``eval``
+    use when no ``--cfg`` is given). Written to a temporary folder and renamed, so ``out`` is whole or absent.
     """
     folder = resolve_checkpoint(run)
     state = load_state(folder)
+    if sample_cfg is not None:
+        state["config"] = {**state["config"], "sample_cfg": float(sample_cfg)}
     weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_tensors(folder, "ema.safetensors").items()}
     out = Path(out)
     with atomic_folder(out) as tmp:
@@ -129,3 +136,17 @@ def load_state(folder: Path) -> dict:
         return json.loads((folder / "state.json").read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"ckpt: {folder / 'state.json'} is unreadable or corrupt ({err})") from err
+
+
+def load_run(ckpt: str | Path, weights: str = "ema", device: str = "cpu") -> tuple[TextToImage, TrainConfig, Path]:
+    """(model in eval mode on ``device``, its config, the checkpoint folder), rebuilt from a run
+    directory, a checkpoint folder or a stored model name, with its ``"ema"`` (or raw ``"model"``) weights.
+
+    Raises :class:`CheckpointError` when the checkpoint is missing, corrupt or of another configuration.
+    """
+    folder = resolve_checkpoint(ckpt)
+    state = load_state(folder)
+    config = TrainConfig(**state["config"])
+    model = build_model(config, state["vocabulary"], state["channels"])
+    load_weights_into(model, load_tensors(folder, f"{weights}.safetensors"), weights)
+    return model.to(get_device(device)).eval(), config, folder

@@ -1,4 +1,5 @@
-"""Training configurations: one dataclass, named presets, and ``--set key=value`` overrides.
+"""Training configurations: one dataclass, named presets, ``--set key=value`` overrides, and the
+model a configuration describes (:func:`build_model`).
 
 The same engine trains every preset; only these numbers change between a CPU toy and a GPU run.
 """
@@ -9,8 +10,12 @@ import difflib
 import math
 from dataclasses import dataclass, fields
 
+from ..models import MMDiTConfig
 from ..shapes import check_image_size
+from ..text import SmallTextEncoder, WordTokenizer
+from ..text_to_image import TextToImage
 from ..timesteps import make_time_sampler
+from .data import DATASETS
 
 
 @dataclass
@@ -70,8 +75,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive value, got {getattr(self, name)}")
-        if self.data not in DATA_KINDS:
-            raise ValueError(f"data: expected one of {DATA_KINDS}, got {self.data!r}")
+        if self.data not in DATASETS:
+            raise ValueError(f"data: expected one of {DATASETS}, got {self.data!r}")
         if self.data == "imagefolder" and not self.latents:
             raise ValueError("latents: an ImageFolder is trained in latent space; expected the path of a latent cache "
                              "(python -m minisd3 encode-latents --data imagefolder ...), got ''")
@@ -93,8 +98,6 @@ class TrainConfig:
             raise ValueError(f"time_sampler: {err}") from err
         return self
 
-
-DATA_KINDS = ("shapes", "digits", "cifar10", "imagefolder")
 
 PRESETS: dict[str, dict] = {
     # the README's main job: text-to-image on generated shapes in the latent space of the stored autoencoder
@@ -162,3 +165,13 @@ def apply_overrides(config: TrainConfig, assignments: list[str]) -> TrainConfig:
             raise ValueError(f"--set: unknown key {key!r}{hint}")
         changes[key] = _parse_value(key, types[key], value)
     return dataclasses.replace(config, **changes).validate()
+
+
+def build_model(config: TrainConfig, vocabulary, channels: int) -> TextToImage:
+    """The MM-DiT + small text encoder a config describes."""
+    encoder = SmallTextEncoder(WordTokenizer(vocabulary, config.text_length), dim=config.text_dim, depth=config.text_depth,
+                               heads=max(1, config.text_dim // 32))
+    mmdit = MMDiTConfig(input_size=config.image_size, in_channels=channels, patch_size=config.patch_size,
+                        depth=config.depth, heads=config.heads, head_dim=config.head_dim,
+                        context_dim=config.text_dim, pooled_dim=config.text_dim, qk_norm=config.qk_norm)
+    return TextToImage(mmdit, encoder)

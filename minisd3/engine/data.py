@@ -1,147 +1,44 @@
-"""Image–caption batches for the training engine, drawn deterministically from (seed, step).
+"""The data sets the engine trains on, and how each is read: the one list of names and one dispatch.
 
-Every source returns the *global* batch of a step from a generator seeded by the step, so a
-resumed run sees exactly the batches it would have seen, and each of N processes takes its own
-contiguous slice of the same global batch (data sharding without a sampler's state).
+    shapes        generated scenes (:mod:`minisd3.shapes`), captions from its grammar, endless
+    digits        scikit-learn's 8×8 digits, captions "zero" … "nine"
+    cifar10       CIFAR-10 train (downloaded through torchvision on request), captions are the class names
+    imagefolder   any root with one sub-folder of images per class (ImageNet's train/): each image
+                  resized (shorter side) and centre-cropped to S×S; caption = folder name with
+                  underscores as spaces ("great_white_shark" → "great white shark")
 
-    shapes    generated on the fly (:mod:`minisd3.shapes`), captions from its grammar; with an
-              ``autoencoder`` (and no latent cache) each batch is encoded on the fly by it, frozen,
-              so the model trains on latents of endless fresh scenes, as SD3 trains on its VAE's
-    digits    scikit-learn's 8×8 digits, captions "zero" … "nine"
-    cifar10   CIFAR-10 train through torchvision, captions are the class names
-    latents   any of them (or an ImageFolder) encoded once by an autoencoder (:mod:`minisd3.engine.latent_cache`),
-              memory-mapped; samples are decoded to images by ``source.to_images``
-Finite data sets are visited in a fresh random permutation each epoch.
+All images are (C, S, S) in [−1, 1]. :func:`load_images` reads a set into memory;
+:func:`image_batches` streams it (an ImageFolder through a DataLoader, never whole).
+Training batches drawn from these sets are in :mod:`minisd3.engine.sources`.
 """
 from __future__ import annotations
 
 import pickle
-import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..digits import load_digits_tensor
-from ..shapes import VOCABULARY, check_image_size, sample_shapes, split_prompts
+from ..seeding import make_generator
+from ..shapes import sample_shapes, split_prompts
+from ..validation import check_positive_int
 
+DATASETS = ("shapes", "digits", "cifar10", "imagefolder")
+"""Every data set the engine reads, by the name ``--data`` / ``data=`` takes."""
+LABELLED = ("digits", "cifar10")
+"""The finite labelled sets (class names as captions)."""
+DEFAULT_IMAGE_SIZE = {"shapes": 32, "digits": 8, "cifar10": 32, "imagefolder": 256}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+Batches = Iterator[tuple[torch.Tensor, list[str]]]
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class MissingDatasetError(ValueError):
     """The data set is not on disk; the message says where to put it or how to download it."""
-
-
-class PixelSource:
-    """A source whose samples are images already; a latent source decodes them instead."""
-
-    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
-        return samples
-
-
-@dataclass
-class ShapesSource(PixelSource):
-    """Generated shapes scenes; training uses the split's training (colour, shape) pairs only."""
-
-    image_size: int = 24
-    seed: int = 0
-    channels: int = 3
-    vocabulary: tuple[str, ...] = tuple(VOCABULARY)
-
-    def __post_init__(self):
-        self.split = split_prompts(self.seed)
-
-    def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        return sample_shapes(size, generator, image_size=self.image_size, pairs=self.split.train_pairs)
-
-    def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
-        return self.split.held_out_captions(n, generator, self.image_size)
-
-
-class ShapesLatentSource(ShapesSource):
-    """Shapes drawn on the fly and encoded by a frozen autoencoder: batches are normalised latents z′.
-
-    ``latent_size`` is the side the diffusion model sees; the canvas is ``latent_size·f`` pixels
-    (f the autoencoder's downsampling factor) and must be one the shapes generator draws.
-    ``to_images`` decodes samples, x = decode(z′/scale + shift), on the samples' device.
-    """
-
-    def __init__(self, autoencoder: str | Path, latent_size: int, seed: int = 0):
-        from ..autoencoder import load_autoencoder
-
-        self.codec = load_autoencoder(autoencoder)
-        super().__init__(check_image_size(latent_size * self.codec.factor, "image_size × the autoencoder's factor"), seed)
-        self.channels = self.codec.latent_channels
-
-    def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        images, captions = super().batch(step, size, generator)
-        return self.codec.images_to_latents(images, batch=size), captions
-
-    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
-        return self.codec.to(samples.device).latents_to_images(samples)
-
-
-class TensorSource(PixelSource):
-    """A finite labelled image set in [−1, 1], with class names as captions."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...], seed: int = 0):
-        self.images, self.labels, self.class_names, self.seed = images, labels, class_names, seed
-        self.channels, self.image_size = images.shape[1], images.shape[-1]
-        self.vocabulary = class_names
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perms = {epoch: torch.randperm(len(self.images), generator=g)}  # one epoch kept
-        return self._perms[epoch]
-
-    def indices(self, step: int, size: int) -> torch.Tensor:
-        """Positions step·size … (step+1)·size − 1 of the epoch-wise permuted order."""
-        n = len(self.images)
-        positions = torch.arange(step * size, (step + 1) * size)
-        return torch.stack([self._permutation(int(p) // n)[int(p) % n] for p in positions])
-
-    def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        idx = self.indices(step, size)
-        return self.images[idx], [self.class_names[int(i)] for i in self.labels[idx]]
-
-    def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
-        return [self.class_names[i % len(self.class_names)] for i in range(n)]
-
-
-class LatentSource(TensorSource):
-    """Cached latents z′ of an autoencoder (:mod:`minisd3.engine.latent_cache`), memory-mapped, with the cache's captions.
-
-    Rows are read from disk only when a batch asks for them; ``to_images`` decodes samples with
-    the autoencoder that made the cache (``autoencoder`` overrides its recorded path).
-    """
-
-    def __init__(self, cache: str | Path, seed: int = 0, autoencoder: str = "", data: str = "DATA"):
-        from .latent_cache import read_latent_cache
-
-        self.cache = read_latent_cache(cache, autoencoder, data)
-        with warnings.catch_warnings():  # read-only mmap: the tensor shares it and is never written
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            latents = torch.from_numpy(self.cache.latents)
-        super().__init__(latents, torch.from_numpy(self.cache.labels), tuple(self.cache.captions), seed)
-        self.vocabulary = tuple(self.cache.vocabulary)
-        # a shapes cache is evaluated on held-out prompts with adherence, like pixel shapes
-        self.split = split_prompts(self.cache.meta["data"].get("seed", 0)) if self.cache.data == "shapes" else None
-
-    def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
-        if self.split is not None:
-            return self.split.held_out_captions(n, generator, self.cache.meta["data"].get("image_size", 32))
-        return super().eval_prompts(n, generator)
-
-    def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        latents, captions = super().batch(step, size, generator)
-        return latents.float(), captions
-
-    def to_images(self, samples: torch.Tensor) -> torch.Tensor:
-        return self.cache.to_images(samples)
 
 
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -178,30 +75,98 @@ def load_cifar10(root: str | Path, download: bool = False, train: bool = True) -
     return images, torch.tensor(labels, dtype=torch.long)
 
 
-def make_source(config):
-    """The data source a :class:`~minisd3.engine.config.TrainConfig` asks for (a latent cache when ``latents`` is set)."""
-    if config.latents:
-        source = LatentSource(config.latents, config.seed, config.autoencoder, config.data)
-        if source.cache.data != config.data:
-            raise ValueError(f"data: the latent cache {config.latents!r} was encoded from {source.cache.data!r}, "
-                             f"got {config.data!r}")
-        if source.image_size != config.image_size:
-            raise ValueError(f"image_size: the latent cache holds {source.image_size}×{source.image_size} latents "
-                             f"(image_size is the side the model sees), got {config.image_size}")
-        return source
-    if config.data == "shapes":
-        if config.autoencoder:
-            return ShapesLatentSource(config.autoencoder, config.image_size, config.seed)
-        return ShapesSource(config.image_size, config.seed)
-    if config.data == "digits":
+def labelled_images(data: str, data_root: str | Path = "data/datasets", image_size: int = 32,
+                    download: bool = False) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    """A labelled data set of :data:`LABELLED` in memory: (images (N, C, S, S) in [−1, 1], labels (N,), class names).
+
+    Raises ValueError when ``image_size`` is not the set's own side (8 digits, 32 CIFAR-10), and
+    :class:`MissingDatasetError` when CIFAR-10 is not under ``data_root``.
+    """
+    side = DEFAULT_IMAGE_SIZE[data]
+    if image_size != side:
+        raise ValueError(f"image_size: {data} images are {side}×{side}, got {image_size}")
+    if data == "digits":
         images, labels = load_digits_tensor()
-        if config.image_size != 8:
-            raise ValueError(f"image_size: digits are 8×8, got {config.image_size}")
-        return TensorSource(images, labels, DIGIT_WORDS, config.seed)
-    if config.data == "cifar10":
-        if config.image_size != 32:
-            raise ValueError(f"image_size: CIFAR-10 images are 32×32, got {config.image_size}")
-        images, labels = load_cifar10(config.data_root, config.download)
-        return TensorSource(images, labels, CIFAR10_CLASSES, config.seed)
-    raise ValueError(f"data: expected 'shapes', 'digits' or 'cifar10' (or any data with latents=CACHE), "
-                     f"got {config.data!r}")
+        return images, labels, DIGIT_WORDS
+    images, labels = load_cifar10(data_root, download)
+    return images, labels, CIFAR10_CLASSES
+
+
+def caption_from_folder(name: str) -> str:
+    """A class folder name as a caption, underscores as spaces: "Great_White_Shark" → "great white shark"."""
+    return " ".join(name.replace("_", " ").lower().split())
+
+
+def words_of(captions: Sequence[str]) -> list[str]:
+    """The sorted distinct words of ``captions`` (the vocabulary of a word-level tokenizer)."""
+    return sorted({word for caption in captions for word in caption.lower().replace(",", " ").split()})
+
+
+def is_image_file(path: str) -> bool:
+    """True for the image files an ImageFolder reads (module level, so DataLoader workers can pickle it)."""
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def image_folder(root: str | Path, image_size: int):
+    """A torchvision ImageFolder over ``root``: RGB, shorter side resized to S, centre crop S×S, in [−1, 1]."""
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    check_positive_int(image_size, "image_size")
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not classes:
+        raise MissingDatasetError(
+            f"data_root: expected an ImageFolder root with one sub-folder of images per class at {str(root)!r}, "
+            f"got {'no such folder' if not root.is_dir() else 'a folder without class sub-folders'}. For ImageNet, "
+            "point it at the extracted train/ folder (class folders n01440764, …, or renamed to class names).")
+    transform = transforms.Compose([
+        transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+        transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+    ])
+    return ImageFolder(str(root), transform=transform, is_valid_file=is_image_file)
+
+
+def load_images(data: str, data_root: str | Path = "data/datasets", image_size: int = 32, count: int = 10_000,
+                seed: int = 0, download: bool = False) -> tuple[torch.Tensor, list[str], tuple[str, ...]]:
+    """A data set in memory: (images (N, C, S, S) in [−1, 1], one caption per image, class names).
+
+    shapes: ``count`` scenes drawn from the training (colour, shape) pairs of ``split_prompts(seed)``
+    (class names empty); digits: the 1797 8×8 digits; cifar10: the 50 000 training images;
+    imagefolder: every image under ``data_root`` (small folders only; large ones are streamed by
+    :func:`image_batches`).
+    """
+    if data == "shapes":
+        generator = make_generator(seed)
+        images, captions = sample_shapes(count, generator, image_size=image_size, pairs=split_prompts(seed).train_pairs)
+        return images, captions, ()
+    if data in LABELLED:
+        images, labels, names = labelled_images(data, data_root, image_size, download)
+        return images, [names[int(i)] for i in labels], names
+    if data == "imagefolder":
+        folder = image_folder(data_root, image_size)
+        names = tuple(caption_from_folder(c) for c in folder.classes)
+        pairs = [folder[i] for i in range(len(folder))]
+        return torch.stack([p[0] for p in pairs]), [names[p[1]] for p in pairs], names
+    raise ValueError(f"data: expected one of {DATASETS}, got {data!r}")
+
+
+def image_batches(data: str, data_root: str | Path = "data/datasets", image_size: int = 32, batch: int = 64,
+                  count: int = 10_000, seed: int = 0, download: bool = False, num_workers: int = 0
+                  ) -> tuple[Batches, int, tuple[str, ...]]:
+    """(batches of (images, captions) in data-set order, number of images, class names).
+
+    An ImageFolder is read by a DataLoader with ``num_workers`` processes, never whole into memory;
+    the other data sets come from :func:`load_images`.
+    """
+    check_positive_int(batch, "batch")
+    if data != "imagefolder":
+        images, captions, names = load_images(data, data_root, image_size, count, seed, download)
+        chunks = ((images[i:i + batch], captions[i:i + batch]) for i in range(0, len(images), batch))
+        return chunks, len(images), names
+    folder = image_folder(data_root, image_size)
+    names = tuple(caption_from_folder(c) for c in folder.classes)
+    loader = torch.utils.data.DataLoader(folder, batch_size=batch, shuffle=False, num_workers=num_workers)
+    return ((x, [names[int(i)] for i in y]) for x, y in loader), len(folder), names

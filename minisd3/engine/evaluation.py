@@ -9,19 +9,54 @@
 """
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from ..adherence import adherence_report, chance_report
+from ..adherence import ATTRIBUTES, adherence_report, chance_report
+from ..digits import to_uint8
+from ..files import write_text_atomic
 from ..metrics import sliced_wasserstein
 from ..seeding import make_generator
 from ..text_to_image import TextToImage
+from .grids import save_labelled_grid
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 ADHERENCE_KEYS = ("adherence", "chance", "adherence_train_pairs", "chance_train_pairs")
 """The adherence reports :func:`evaluate` gives for shapes: held-out pairs, their chance, training pairs, theirs."""
+SETTING_COLUMNS = ("steps", "method", "cfg", "shift", "samples", "sliced_wasserstein")
+
+
+def adherence_columns() -> tuple[str, ...]:
+    """One column per attribute (and overall) of each report of :data:`ADHERENCE_KEYS`:
+    ``adherence_colour`` … on held-out pairs, ``chance_colour`` … their chance rate,
+    ``adherence_train_pairs_colour`` … on training pairs, ``chance_train_pairs_colour`` … theirs."""
+    return tuple(f"{key}_{a}" for key in ADHERENCE_KEYS for a in (*ATTRIBUTES, "overall"))
+
+
+def flatten_adherence(result: dict) -> dict[str, float]:
+    """The adherence reports of an :func:`evaluate` result as ``{column: value}`` (:func:`adherence_columns`)."""
+    return {f"{key}_{a}": v for key in ADHERENCE_KEYS for a, v in result.get(key, {}).items()}
+
+
+def eval_columns() -> tuple[str, ...]:
+    """The eval CSV's columns: the setting, then every metric (adherence columns for shapes, then FID)."""
+    return (*SETTING_COLUMNS, *adherence_columns(), "fid")
+
+
+def write_eval_csv(results: list[dict], path: str | Path) -> None:
+    """One row per evaluated setting (step count, guidance scale) of :func:`evaluate` results, written atomically."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    columns = eval_columns()
+    writer.writerow(columns)
+    for result in results:
+        row = {**result, **flatten_adherence(result)}
+        writer.writerow([row.get(column, "") for column in columns])
+    write_text_atomic(path, text.getvalue())
 
 
 @torch.no_grad()
@@ -94,7 +129,7 @@ class _Uint8Images(torch.utils.data.Dataset):
     def __init__(self, images: torch.Tensor):
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images: expected (N, 1 or 3, H, W) images, got shape {tuple(images.shape)}")
-        self.images = ((images.expand(-1, 3, -1, -1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        self.images = to_uint8(images)
 
     def __len__(self):
         return len(self.images)
@@ -155,3 +190,29 @@ def fid_reference_for(source, weights: str | None = None, limit: int | None = No
     real = torch.cat([source.to_images(source.images[order[i:i + 256]].float().to(device)).float().cpu()
                       for i in range(0, len(order), 256)]).clamp(-1, 1)
     return FIDReference(real, weights, cuda=device.type == "cuda")
+
+
+@torch.no_grad()
+def save_sample_grid(model: TextToImage, source, path: str | Path, steps: int, cfg: float, shift: float, seed: int,
+                     n: int = 16) -> list[str]:
+    """Sample ``n`` prompts with the EMA model into a labelled PNG grid (:mod:`minisd3.engine.grids`, latents
+    decoded) and write the prompts, one a line, to the ``.txt`` beside it; returns the prompts.
+
+    For shapes (a source with a ``split``) the first ⌈n/2⌉ prompts use held-out (colour, shape)
+    pairs and the rest training pairs, each half under its own header, every image with the
+    detector's verdict; other sources sample ``n`` evaluation prompts (captions only).
+    """
+    split = getattr(source, "split", None)
+    generator = make_generator(seed + 17)
+    if split is None:
+        prompts, held_out = source.eval_prompts(n, generator), None
+    else:
+        n_train = n // 2
+        prompts = source.eval_prompts(n - n_train, generator) + split.train_captions(n_train, generator)
+        held_out = [True] * (n - n_train) + [False] * n_train
+    images = source.to_images(model.sample(prompts, steps=steps, cfg=cfg, shift=shift,
+                                           generator=make_generator(seed + 23)))
+    save_labelled_grid(path, images, prompts, held_out, verdicts=split is not None,
+                       title=f"{Path(path).stem}: EMA samples, {steps} steps, cfg {cfg}")
+    write_text_atomic(Path(path).with_suffix(".txt"), "\n".join(prompts))
+    return prompts

@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import torch
 from matplotlib import font_manager
 from PIL import Image, ImageDraw, ImageFont
 
 from ..adherence import ATTRIBUTES, score_prompt
+from ..digits import to_uint8
 from ..files import atomic_file
 from ..validation import check_positive_int, check_tensor
 
@@ -69,12 +69,6 @@ def _wrap(words: Sequence[str], font: ImageFont.FreeTypeFont, width: int) -> lis
         else:
             lines.append([word])
     return lines
-
-
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) in [−1, 1] → (N, H, W, 3) uint8 (grey repeated on three channels)."""
-    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy()
 
 
 def _write_panel(draw: ImageDraw.ImageDraw, corner: tuple[int, int], prompt_lines: list[list[str]],
@@ -157,7 +151,7 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
             y += LINE_HEIGHT
         return y + GUTTER if lines else y
 
-    pixels = _to_uint8(images)
+    pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
     y = write(title_lines, GUTTER)
     for (_, members), lines in zip(sections, header_lines):
         y = write(lines, y)

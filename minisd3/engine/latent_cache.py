@@ -12,20 +12,16 @@ so a data set larger than memory stays on disk. The cache is written in a tempor
 renamed when complete: a folder with latents.json is always whole. Decoding a sample reverses the
 normalisation with the cache's own scale and shift: x = decode(z′/scale + shift).
 
-ImageFolder (any root with one sub-folder of images per class, as ImageNet's train/): each image
-is resized (shorter side) and centre-cropped to S×S, in [−1, 1]; its caption is the folder name with
-underscores as spaces ("great_white_shark" → "great white shark"), and the word-level tokenizer's
-vocabulary is made of the words of these names.
+The word-level tokenizer's vocabulary of an ImageFolder cache is made of the words of its class
+names (:mod:`minisd3.engine.data`).
 
-Commands (``python -m minisd3``):
-
-    autoencoder --data shapes|digits|cifar10 --channels 4 --factor 4 --out DIR       train a small autoencoder
-    encode-latents --data shapes|digits|cifar10|imagefolder --autoencoder DIR --out CACHE [--data-root ROOT]
+The two jobs behind ``python -m minisd3 autoencoder`` and ``encode-latents``:
+:func:`train_autoencoder_on` (a small autoencoder for a data set) and :func:`encode_latents`.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,105 +30,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..autoencoder import STORED_AUTOENCODERS, describe, load_autoencoder
-from ..digits import load_digits_tensor
 from ..files import atomic_folder
-from ..shapes import VOCABULARY, sample_shapes, split_prompts
+from ..shapes import VOCABULARY
 from ..validation import check_positive_int
-from .data import CIFAR10_CLASSES, DIGIT_WORDS, MissingDatasetError, load_cifar10
+from .data import DEFAULT_IMAGE_SIZE, Batches, MissingDatasetError, image_batches, load_images, words_of
 
 META_FILE, LATENTS_FILE, LABELS_FILE = "latents.json", "latents.npy", "labels.npy"
-IMAGE_DATA = ("shapes", "digits", "cifar10", "imagefolder")
-DEFAULT_IMAGE_SIZE = {"shapes": 32, "digits": 8, "cifar10": 32, "imagefolder": 256}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-Batches = Iterator[tuple[torch.Tensor, list[str]]]
-
-
-def caption_from_folder(name: str) -> str:
-    """A class folder name as a caption, underscores as spaces: "Great_White_Shark" → "great white shark"."""
-    return " ".join(name.replace("_", " ").lower().split())
-
-
-def words_of(captions: Sequence[str]) -> list[str]:
-    """The sorted distinct words of ``captions`` (the vocabulary of a word-level tokenizer)."""
-    return sorted({word for caption in captions for word in caption.lower().replace(",", " ").split()})
-
-
-def is_image_file(path: str) -> bool:
-    """True for the image files an ImageFolder reads (module level, so DataLoader workers can pickle it)."""
-    return path.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def image_folder(root: str | Path, image_size: int):
-    """A torchvision ImageFolder over ``root``: RGB, shorter side resized to S, centre crop S×S, in [−1, 1]."""
-    from torchvision import transforms
-    from torchvision.datasets import ImageFolder
-
-    check_positive_int(image_size, "image_size")
-    root = Path(root)
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if not classes:
-        raise MissingDatasetError(
-            f"data_root: expected an ImageFolder root with one sub-folder of images per class at {str(root)!r}, "
-            f"got {'no such folder' if not root.is_dir() else 'a folder without class sub-folders'}. For ImageNet, "
-            "point it at the extracted train/ folder (class folders n01440764, …, or renamed to class names).")
-    transform = transforms.Compose([
-        transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
-    ])
-    return ImageFolder(str(root), transform=transform, is_valid_file=is_image_file)
-
-
-def load_images(data: str, data_root: str | Path = "data/datasets", image_size: int = 32, count: int = 10_000,
-                seed: int = 0, download: bool = False) -> tuple[torch.Tensor, list[str], tuple[str, ...]]:
-    """A data set in memory: (images (N, C, S, S) in [−1, 1], one caption per image, class names).
-
-    shapes: ``count`` scenes drawn from the training (colour, shape) pairs of ``split_prompts(seed)``
-    (class names empty); digits: the 1797 8×8 digits; cifar10: the 50 000 training images;
-    imagefolder: every image under ``data_root`` (small folders only; large ones are streamed by
-    :func:`image_batches`).
-    """
-    if data == "shapes":
-        generator = torch.Generator().manual_seed(seed)
-        images, captions = sample_shapes(count, generator, image_size=image_size, pairs=split_prompts(seed).train_pairs)
-        return images, captions, ()
-    if data == "digits":
-        if image_size != 8:
-            raise ValueError(f"image_size: digits are 8×8, got {image_size}")
-        images, labels = load_digits_tensor()
-        return images, [DIGIT_WORDS[int(i)] for i in labels], DIGIT_WORDS
-    if data == "cifar10":
-        if image_size != 32:
-            raise ValueError(f"image_size: CIFAR-10 images are 32×32, got {image_size}")
-        images, labels = load_cifar10(data_root, download)
-        return images, [CIFAR10_CLASSES[int(i)] for i in labels], CIFAR10_CLASSES
-    if data == "imagefolder":
-        folder = image_folder(data_root, image_size)
-        names = tuple(caption_from_folder(c) for c in folder.classes)
-        pairs = [folder[i] for i in range(len(folder))]
-        return torch.stack([p[0] for p in pairs]), [names[p[1]] for p in pairs], names
-    raise ValueError(f"data: expected one of {IMAGE_DATA}, got {data!r}")
-
-
-def image_batches(data: str, data_root: str | Path = "data/datasets", image_size: int = 32, batch: int = 64,
-                  count: int = 10_000, seed: int = 0, download: bool = False, num_workers: int = 0
-                  ) -> tuple[Batches, int, tuple[str, ...]]:
-    """(batches of (images, captions) in data-set order, number of images, class names).
-
-    An ImageFolder is read by a DataLoader with ``num_workers`` processes, never whole into memory;
-    the other data sets come from :func:`load_images`.
-    """
-    check_positive_int(batch, "batch")
-    if data != "imagefolder":
-        images, captions, names = load_images(data, data_root, image_size, count, seed, download)
-        chunks = ((images[i:i + batch], captions[i:i + batch]) for i in range(0, len(images), batch))
-        return chunks, len(images), names
-    folder = image_folder(data_root, image_size)
-    names = tuple(caption_from_folder(c) for c in folder.classes)
-    loader = torch.utils.data.DataLoader(folder, batch_size=batch, shuffle=False, num_workers=num_workers)
-    return ((x, [names[int(i)] for i in y]) for x, y in loader), len(folder), names
 
 
 def encode_dataset(autoencoder, batches: Batches, count: int, out: str | Path, class_names: Sequence[str] = (),
@@ -252,8 +155,17 @@ def read_latent_cache(path: str | Path, autoencoder: str | Path = "", data: str 
     return LatentCache(folder, meta, latents, labels, decoder_path)
 
 
-def autoencoder_command(args) -> int:
-    """``python -m minisd3 autoencoder``: train a small autoencoder, fit scale and shift, report PSNR/SSIM, save."""
+def train_autoencoder_on(data: str, out: str | Path, *, data_root: str | Path = "data/datasets",
+                         image_size: int | None = None, count: int = 10_000, channels: int = 4, factor: int = 4,
+                         width: int = 32, steps: int = 3000, batch: int = 64, lr: float = 2e-3, beta: float = 1e-4,
+                         loss: str = "mse", seed: int = 0, device: str = "auto", download: bool = False,
+                         progress: bool = True, held_out: int = 256) -> dict:
+    """Train a small autoencoder (:mod:`minisd3.autoencoder`) on ``data``, fit its latent scale and
+    shift, measure reconstructions on ``held_out`` images it never saw, and save it to ``out``.
+
+    Returns the fitted statistics and the held-out report (PSNR, SSIM, …) with ``out``. Raises
+    ValueError when fewer than ``held_out`` + 1 images are available.
+    """
     from ..autoencoder import (
         AutoencoderConfig,
         SmallAutoencoder,
@@ -265,41 +177,40 @@ def autoencoder_command(args) -> int:
     from ..env import get_device
     from ..training import row_sampler
 
-    held_out = 256
-    image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.data]
-    images, _, _ = load_images(args.data, args.data_root, image_size, args.count + held_out, args.seed, args.download)
+    image_size = image_size or DEFAULT_IMAGE_SIZE[data]
+    images, _, _ = load_images(data, data_root, image_size, count + held_out, seed, download)
     if len(images) <= held_out:
         raise ValueError(f"count: expected more than {held_out} images to train on, got {len(images)}")
-    device = get_device(args.device)
-    train_images, test_images = images[:-held_out].to(device), images[-held_out:].to(device)
-    torch.manual_seed(args.seed)
-    config = AutoencoderConfig(images.shape[1], args.channels, args.factor, args.width)
-    model = SmallAutoencoder(config).to(device)
-    losses = train_autoencoder(model, row_sampler(train_images), args.steps, args.batch, args.lr, args.beta, args.loss,
-                               args.seed, progress=not args.quiet)
+    target = get_device(device)
+    train_images, test_images = images[:-held_out].to(target), images[-held_out:].to(target)
+    torch.manual_seed(seed)
+    model = SmallAutoencoder(AutoencoderConfig(images.shape[1], channels, factor, width)).to(target)
+    losses = train_autoencoder(model, row_sampler(train_images), steps, batch, lr, beta, loss, seed, progress=progress)
     statistics = fit_latent_statistics(model, train_images[:2048])
     report = reconstruction_report(model, test_images)
-    extra = {"training": {"data": args.data, "image_size": image_size, "steps": args.steps, "batch": args.batch,
-                          "lr": args.lr, "beta": args.beta, "loss": args.loss, "seed": args.seed,
-                          "final_loss": losses[-1]}, "held_out": {"images": held_out, **report}}
-    save_autoencoder(model, args.out, extra)
-    print(json.dumps({"out": str(args.out), **statistics, **report}, indent=1))
-    return 0
+    extra = {"training": {"data": data, "image_size": image_size, "steps": steps, "batch": batch, "lr": lr,
+                          "beta": beta, "loss": loss, "seed": seed, "final_loss": losses[-1]},
+             "held_out": {"images": held_out, **report}}
+    save_autoencoder(model, out, extra)
+    return {"out": str(out), **statistics, **report}
 
 
-def encode_latents_command(args) -> int:
-    """``python -m minisd3 encode-latents``: encode a data set once into a latent cache."""
+def encode_latents(data: str, autoencoder: str | Path, out: str | Path, *, data_root: str | Path = "data/datasets",
+                   image_size: int | None = None, count: int = 10_000, batch: int = 64, workers: int = 0,
+                   dtype: str = "float32", seed: int = 0, device: str = "auto", download: bool = False,
+                   progress: bool = True) -> dict:
+    """Encode ``data`` once with ``autoencoder`` into the cache folder ``out`` (:func:`encode_dataset`).
+
+    Returns the cache's count, shape, dtype, scale, shift and latent statistics with ``out``.
+    """
     from ..env import get_device
 
-    autoencoder = load_autoencoder(args.autoencoder, get_device(args.device))
-    image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.data]
-    batches, count, names = image_batches(args.data, args.data_root, image_size, args.batch, args.count, args.seed,
-                                          args.download, args.workers)
-    vocabulary = list(VOCABULARY) if args.data == "shapes" else words_of(names)
-    data = {"data": args.data, "data_root": str(args.data_root), "image_size": image_size, "seed": args.seed}
-    out = encode_dataset(autoencoder, batches, count, args.out, names, vocabulary, data, args.autoencoder, args.dtype,
-                         progress=not args.quiet)
-    meta = json.loads((out / META_FILE).read_text())
-    print(json.dumps({k: meta[k] for k in ("count", "shape", "dtype", "scale", "shift", "latent_mean", "latent_std")}
-                     | {"out": str(out)}, indent=1))
-    return 0
+    codec = load_autoencoder(autoencoder, get_device(device))
+    image_size = image_size or DEFAULT_IMAGE_SIZE[data]
+    batches, total, names = image_batches(data, data_root, image_size, batch, count, seed, download, workers)
+    vocabulary = list(VOCABULARY) if data == "shapes" else words_of(names)
+    meta = {"data": data, "data_root": str(data_root), "image_size": image_size, "seed": seed}
+    folder = encode_dataset(codec, batches, total, out, names, vocabulary, meta, autoencoder, dtype, progress=progress)
+    written = json.loads((folder / META_FILE).read_text())
+    return {k: written[k] for k in ("count", "shape", "dtype", "scale", "shift", "latent_mean", "latent_std")} | {
+        "out": str(folder)}

@@ -1,4 +1,10 @@
-"""The training engine behind ``python -m minisd3 train``: one loop from a laptop CPU to torchrun.
+"""The training engine's run loop behind ``python -m minisd3 train``: one loop from a laptop CPU to torchrun.
+
+:func:`train_run` builds a :class:`Trainer` (data source, model, EMA, optimizer, restored state,
+logs) and calls :meth:`Trainer.train`, whose body is a list of calls: ``train_step`` then
+``maybe_log`` / ``maybe_sample`` / ``maybe_save``, each deciding when it acts. The schedules
+(:func:`learning_rate`, :func:`ema_decay_at`, :func:`training_times`) are pure functions of the step.
+(The lessons' own small loop, for models that fit in a notebook, is :func:`minisd3.training.fit`.)
 
 Each step s draws, from a generator seeded by (seed, s), the global batch (images, captions), the
 times t ~ π, the noise ε and the CFG drop mask; process r of N trains on its slice r, split into
@@ -30,20 +36,15 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..adherence import ATTRIBUTES
 from ..env import get_device
 from ..files import atomic_file, load_weights_into, write_text_atomic
 from ..guidance import drop_mask
-from ..models import MMDiTConfig
 from ..seeding import make_generator, randn
-from ..text import SmallTextEncoder, WordTokenizer
-from ..text_to_image import TextToImage
 from ..timesteps import make_time_sampler, shift_time
 from .checkpoints import load_state, load_tensors, resolve_checkpoint, restore_optimizer, save_checkpoint
-from .config import TrainConfig
-from .data import make_source
-from .evaluation import ADHERENCE_KEYS, evaluate
-from .grids import save_labelled_grid
+from .config import TrainConfig, build_model
+from .evaluation import adherence_columns, evaluate, flatten_adherence, save_sample_grid
+from .sources import make_source
 
 METRICS_HEADER = ("step", "loss", "lr", "grad_norm", "images_per_s", "train_cpu_s")
 ADHERENCE_FILE = "adherence.csv"
@@ -54,27 +55,17 @@ class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
-def build_model(config: TrainConfig, vocabulary, channels: int) -> TextToImage:
-    """The MM-DiT + small text encoder a config describes."""
-    encoder = SmallTextEncoder(WordTokenizer(vocabulary, config.text_length), dim=config.text_dim, depth=config.text_depth,
-                               heads=max(1, config.text_dim // 32))
-    mmdit = MMDiTConfig(input_size=config.image_size, in_channels=channels, patch_size=config.patch_size,
-                        depth=config.depth, heads=config.heads, head_dim=config.head_dim,
-                        context_dim=config.text_dim, pooled_dim=config.text_dim, qk_norm=config.qk_norm)
-    return TextToImage(mmdit, encoder)
+def learning_rate(step: int, lr: float, warmup_steps: int, max_steps: int) -> float:
+    """Linear warm-up to ``lr`` over ``warmup_steps``, then cosine to 10 % of ``lr`` at ``max_steps``."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Warm-up then cosine to 10 % (module docstring)."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def ema_decay_at(config: TrainConfig, step: int) -> float:
+def ema_decay_at(step: int, ema_decay: float) -> float:
     """The EMA decay after step ``step``: min(ema_decay, (1 + step)/(10 + step)) (module docstring)."""
-    return min(config.ema_decay, (1 + step) / (10 + step))
+    return min(ema_decay, (1 + step) / (10 + step))
 
 
 @torch.no_grad()
@@ -89,9 +80,10 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return make_generator(seed * 1_000_003 + step)
 
 
-def training_times(config: TrainConfig, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` training times: u ~ π (``time_sampler``), shifted once, t = α·u / (1 + (α − 1)·u), α = ``shift``."""
-    return shift_time(make_time_sampler(config.time_sampler)(n, generator=generator), config.shift)
+def training_times(n: int, generator: torch.Generator, time_sampler: str, shift: float) -> torch.Tensor:
+    """``n`` training times in (0, 1): u ~ π (``time_sampler``, e.g. "lognorm(0,1)"), shifted once,
+    t = α·u / (1 + (α − 1)·u), α = ``shift`` (SD3's resolution shift, eq. 23)."""
+    return shift_time(make_time_sampler(time_sampler)(n, generator=generator), shift)
 
 
 class Distributed:
@@ -147,135 +139,204 @@ def _check_resume_config(saved: dict, config: TrainConfig) -> None:
         raise ValueError("--resume: the run was made with another configuration:\n  " + "\n  ".join(differing))
 
 
-def train(config: TrainConfig, out_dir: str | Path, resume: str | Path | None = None,
-          progress: bool = True, stop_at: int | None = None) -> dict:
-    """Train per ``config``, writing metrics, sample grids and checkpoints under ``out_dir``.
+class MetricsLog:
+    """metrics.csv of a run (one row per ``log_every`` steps), kept consistent across resumes.
+
+    A run resumed from the checkpoint of step S drops the rows (and adherence rows) a crashed run
+    logged after S before appending its own; a fresh run starts the file over.
+    """
+
+    def __init__(self, out: Path, start: int, enabled: bool):
+        self.file, self.writer = None, None
+        if not enabled:
+            return
+        path = out / "metrics.csv"
+        fresh = start == 0 or not path.exists()
+        if not fresh:
+            drop_metrics_after(path, start)
+            if (out / ADHERENCE_FILE).exists():
+                drop_metrics_after(out / ADHERENCE_FILE, start)
+        self.file = open(path, "w" if fresh else "a", newline="")
+        self.writer = csv.writer(self.file)
+        if fresh:
+            self.writer.writerow(METRICS_HEADER)
+
+    def row(self, step: int, loss: float, lr: float, grad_norm: float, images_per_s: float, cpu_s: float) -> None:
+        self.writer.writerow([step, f"{loss:.6f}", f"{lr:.3e}", f"{grad_norm:.4f}", f"{images_per_s:.1f}", f"{cpu_s:.1f}"])
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+class Trainer:
+    """One training run: built in ``__init__``, stepped by :meth:`train_step`, driven by :meth:`train`.
+
+    ``config`` is a validated :class:`TrainConfig`; ``out`` the run directory (metrics.csv,
+    adherence.csv, samples/, checkpoints/, config.json, summary.json); ``resume`` a run directory
+    or checkpoint to continue exactly. Raises ValueError for a batch that does not split over
+    processes × ``grad_accum``, or a resume checkpoint of another configuration.
+    """
+
+    def __init__(self, config: TrainConfig, out: Path, env: Distributed, resume=None):
+        self.config, self.out, self.env = config, out, env
+        device = self.device = env.device
+        self.per_rank = config.batch_size // env.world
+        if self.per_rank * env.world != config.batch_size or self.per_rank % config.grad_accum:
+            raise ValueError(f"batch_size: expected a multiple of processes × grad_accum = "
+                             f"{env.world * config.grad_accum}, got {config.batch_size}")
+        self.source = make_source(config)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, self.source.vocabulary, self.source.channels).to(device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=device.type == "cuda")
+        self.start, self.last_checkpoint, cpu_before = 0, None, 0.0
+        if resume is not None:
+            self.start, self.last_checkpoint, cpu_before = self._restore(resume)
+        self.trainee: nn.Module = self.model
+        if env.world > 1:
+            self.trainee = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if config.compile:
+            self.trainee = torch.compile(self.trainee)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                                       enabled=config.bf16 and device.type in ("cuda", "cpu"))
+        if env.main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out / "config.json", json.dumps(asdict(config), indent=1))
+        self.metrics = MetricsLog(out, self.start, env.main)
+        self.cpu = CPUClock(cpu_before)  # CPU seconds of the training steps alone (sampling and saving not counted)
+        self.last_evaluation = None  # the evaluation of the final step, reused by the summary (shapes runs)
+        self.tick, self.seen = time.perf_counter(), 0
+
+    def _restore(self, resume) -> tuple[int, Path, float]:
+        folder = resolve_checkpoint(resume)
+        state = load_state(folder)
+        _check_resume_config(state["config"], self.config)
+        load_weights_into(self.model, load_tensors(folder, "model.safetensors"), "model")
+        load_weights_into(self.ema, load_tensors(folder, "ema.safetensors"), "ema")
+        tensors = {k: v.to(self.device) for k, v in load_tensors(folder, "optimizer.safetensors").items()}
+        restore_optimizer(self.optimizer, tensors, state["optimizer"])
+        return state["step"], folder, state.get("train_cpu_seconds", 0.0)
+
+    def train_step(self, step: int) -> tuple[float, float, float]:
+        """One optimizer step on this process's slice of the global batch of ``step``; returns
+        (loss averaged over processes, gradient norm before clipping, learning rate).
+
+        Raises :class:`NonFiniteLossError` when the loss is NaN or infinite.
+        """
+        config, env = self.config, self.env
+        self.cpu.resume()
+        g = step_generator(config.seed, step)
+        images, captions = self.source.batch(step, config.batch_size, g)
+        t = training_times(config.batch_size, g, config.time_sampler, config.shift)
+        eps = randn(images.shape, g)
+        drop = drop_mask(config.batch_size, config.p_uncond, g)
+        lr = learning_rate(step, config.lr, config.warmup_steps, config.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        micro, lo, total = self.per_rank // config.grad_accum, env.rank * self.per_rank, 0.0
+        for m in range(config.grad_accum):
+            part = slice(lo + m * micro, lo + (m + 1) * micro)
+            last = m == config.grad_accum - 1 or env.world == 1
+            no_sync = self.trainee.no_sync() if (not last and hasattr(self.trainee, "no_sync")) else contextlib.nullcontext()
+            with no_sync, self.autocast:
+                loss = self.trainee(images[part].to(self.device), captions[part], eps=eps[part].to(self.device),
+                                    t=t[part].to(self.device), drop=drop[part])
+            (loss / config.grad_accum).backward()
+            total += loss.item() / config.grad_accum
+        loss_value = env.mean(total)
+        if not math.isfinite(loss_value):
+            where = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                     else "no checkpoint was written yet")
+            raise NonFiniteLossError(f"loss became {loss_value} at step {step}; stopped, {where}")
+        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        update_ema(self.ema, self.model, ema_decay_at(step, config.ema_decay))
+        self.seen += config.batch_size
+        self.cpu.pause()
+        return loss_value, grad_norm, lr
+
+    def maybe_log(self, done: int, final: bool, loss: float, grad_norm: float, lr: float) -> bool:
+        """Write a metrics row every ``log_every`` steps and at the end; True when it did."""
+        if not (self.metrics.writer and (done % self.config.log_every == 0 or final)):
+            return False
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.metrics.row(done, loss, lr, grad_norm, self.seen / (now - self.tick), self.cpu.seconds)
+        self.tick, self.seen = now, 0
+        return True
+
+    def maybe_sample(self, done: int, final: bool) -> None:
+        """Every ``sample_every`` steps and at the end: a labelled sample grid and, for shapes, adherence."""
+        config = self.config
+        if not (self.env.main and (done % config.sample_every == 0 or final)):
+            return
+        save_sample_grid(self.ema, self.source, self.out / "samples" / f"step_{done:07d}.png", config.sample_steps,
+                         config.sample_cfg, config.shift, config.seed)
+        if getattr(self.source, "split", None) is not None:
+            self.last_evaluation = self.evaluate()
+            log_adherence(self.out / ADHERENCE_FILE, done, self.cpu.seconds, self.last_evaluation)
+
+    def maybe_save(self, done: int, final: bool) -> None:
+        """A checkpoint every ``ckpt_every`` steps and at the end (the main process only)."""
+        if not (self.env.main and (done % self.config.ckpt_every == 0 or final)):
+            return
+        state = {"config": asdict(self.config), "vocabulary": list(self.source.vocabulary),
+                 "channels": self.source.channels, "train_cpu_seconds": self.cpu.seconds}
+        self.last_checkpoint = save_checkpoint(self.out, done, self.model.state_dict(), self.ema.state_dict(),
+                                               self.optimizer, state)
+
+    def evaluate(self) -> dict:
+        """The EMA model's metrics on ``eval_samples`` prompts (:func:`~minisd3.engine.evaluation.evaluate`)."""
+        config = self.config
+        return evaluate(self.ema, self.source, config.eval_samples, config.sample_steps, config.sample_cfg,
+                        config.shift, config.seed)
+
+    def train(self, stop: int, progress: bool = True) -> dict:
+        """Steps ``start`` … ``stop − 1``, then the summary (written to summary.json and returned)."""
+        config, loss = self.config, float("nan")
+        bar = tqdm(range(self.start, stop), desc="training", disable=not (progress and self.env.main),
+                   initial=self.start, total=config.max_steps, mininterval=2.0)
+        try:
+            for step in bar:
+                loss, grad_norm, lr = self.train_step(step)
+                done, final = step + 1, step + 1 == stop
+                if self.maybe_log(done, final, loss, grad_norm, lr):
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                self.maybe_sample(done, final)
+                self.maybe_save(done, final)
+        finally:
+            self.metrics.close()
+        summary = {"step": stop, "loss": loss, "train_cpu_seconds": round(self.cpu.seconds, 1),
+                   "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None}
+        if self.env.main and stop == config.max_steps:
+            summary["evaluation"] = self.last_evaluation or self.evaluate()
+        if self.env.main:
+            write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=1))
+        return summary
+
+
+def train_run(config: TrainConfig, out_dir: str | Path, resume: str | Path | None = None,
+              progress: bool = True, stop_at: int | None = None) -> dict:
+    """Train per ``config``, writing metrics, sample grids and checkpoints under ``out_dir``; returns the summary.
 
     ``stop_at`` ends the run early at that step with a checkpoint, as a time-limited job would
-    (the schedule still runs to ``max_steps``; ``--resume`` continues it). Returns a summary.
+    (the schedule still runs to ``max_steps``; ``resume`` continues it). Raises ValueError for an
+    invalid config or ``stop_at``, :class:`NonFiniteLossError` when the loss diverges.
     """
     config.validate()
     if stop_at is not None and not 0 < stop_at <= config.max_steps:
         raise ValueError(f"stop_at: expected a step in [1, {config.max_steps}], got {stop_at}")
     env = Distributed(config.device)
     try:
-        return _train(config, Path(out_dir), resume, progress, env, stop_at or config.max_steps)
+        return Trainer(config, Path(out_dir), env, resume).train(stop_at or config.max_steps, progress)
     finally:
         env.close()
-
-
-def _train(config: TrainConfig, out: Path, resume, progress: bool, env: Distributed, stop: int) -> dict:
-    device = env.device
-    per_rank = config.batch_size // env.world
-    if per_rank * env.world != config.batch_size or per_rank % config.grad_accum:
-        raise ValueError(f"batch_size: expected a multiple of processes × grad_accum = "
-                         f"{env.world * config.grad_accum}, got {config.batch_size}")
-    source = make_source(config)
-    torch.manual_seed(config.seed)
-    model = build_model(config, source.vocabulary, source.channels).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-    start, last_ckpt, cpu_before = 0, None, 0.0
-    if resume is not None:
-        folder = resolve_checkpoint(resume)
-        state = load_state(folder)
-        _check_resume_config(state["config"], config)
-        load_weights_into(model, load_tensors(folder, "model.safetensors"), "model")
-        load_weights_into(ema, load_tensors(folder, "ema.safetensors"), "ema")
-        restore_optimizer(optimizer, {k: v.to(device) for k, v in load_tensors(folder, "optimizer.safetensors").items()},
-                          state["optimizer"])
-        start, last_ckpt = state["step"], folder
-        cpu_before = state.get("train_cpu_seconds", 0.0)
-    trainee: nn.Module = model
-    if env.world > 1:
-        trainee = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        trainee = torch.compile(trainee)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type in ("cuda", "cpu"))
-    if env.main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.json", json.dumps(asdict(config), indent=1))
-    metrics_path = out / "metrics.csv"
-    new_metrics = not metrics_path.exists() or start == 0
-    if env.main and not new_metrics:
-        drop_metrics_after(metrics_path, start)
-        if (out / ADHERENCE_FILE).exists():
-            drop_metrics_after(out / ADHERENCE_FILE, start)
-    metrics = open(metrics_path, "w" if new_metrics else "a", newline="") if env.main else None
-    writer = csv.writer(metrics) if metrics else None
-    if writer and new_metrics:
-        writer.writerow(METRICS_HEADER)
-    micro = per_rank // config.grad_accum
-    last_loss, tick, seen = float("nan"), time.perf_counter(), 0
-    last_evaluation = None  # the evaluation of the final step, reused by the summary (shapes runs)
-    cpu = CPUClock(cpu_before)  # CPU seconds of the training steps alone (sampling and saving not counted)
-    bar = tqdm(range(start, stop), desc="training", disable=not (progress and env.main),
-               initial=start, total=config.max_steps, mininterval=2.0)
-    try:
-        for step in bar:
-            cpu.resume()
-            g = step_generator(config.seed, step)
-            images, captions = source.batch(step, config.batch_size, g)
-            t = training_times(config, config.batch_size, g)
-            eps = randn(images.shape, g)
-            drop = drop_mask(config.batch_size, config.p_uncond, g)
-            lo = env.rank * per_rank
-            lr = learning_rate(config, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            total = 0.0
-            for m in range(config.grad_accum):
-                part = slice(lo + m * micro, lo + (m + 1) * micro)
-                sync = m == config.grad_accum - 1 or env.world == 1
-                context = trainee.no_sync() if (not sync and hasattr(trainee, "no_sync")) else contextlib.nullcontext()
-                with context, autocast:
-                    loss = trainee(images[part].to(device), captions[part], eps=eps[part].to(device),
-                                   t=t[part].to(device), drop=drop[part])
-                (loss / config.grad_accum).backward()
-                total += loss.item() / config.grad_accum
-            loss_value = env.mean(total)
-            if not math.isfinite(loss_value):
-                where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-                raise NonFiniteLossError(f"loss became {loss_value} at step {step}; stopped, {where}")
-            grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            update_ema(ema, model, ema_decay_at(config, step))
-            last_loss, seen = loss_value, seen + config.batch_size
-            cpu.pause()
-            done = step + 1
-            final = done == stop
-            if writer and (done % config.log_every == 0 or final):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                now = time.perf_counter()
-                writer.writerow([done, f"{loss_value:.6f}", f"{lr:.3e}", f"{grad_norm:.4f}", f"{seen / (now - tick):.1f}",
-                                 f"{cpu.seconds:.1f}"])
-                metrics.flush()
-                tick, seen = now, 0
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-            if env.main and (done % config.sample_every == 0 or final):
-                save_sample_grid(ema, source, config, out / "samples" / f"step_{done:07d}.png", device)
-                if getattr(source, "split", None) is not None:
-                    last_evaluation = evaluate(ema, source, config.eval_samples, config.sample_steps,
-                                               config.sample_cfg, config.shift, config.seed)
-                    log_adherence(out / ADHERENCE_FILE, done, cpu.seconds, last_evaluation)
-            if env.main and (done % config.ckpt_every == 0 or final):
-                last_ckpt = save_checkpoint(out, done, model.state_dict(), ema.state_dict(), optimizer,
-                                            {"config": asdict(config), "vocabulary": list(source.vocabulary),
-                                             "channels": source.channels, "train_cpu_seconds": cpu.seconds})
-    finally:
-        if metrics:
-            metrics.close()
-    summary = {"step": stop, "loss": last_loss, "train_cpu_seconds": round(cpu.seconds, 1),
-               "checkpoint": str(last_ckpt) if last_ckpt else None}
-    if env.main and stop == config.max_steps:
-        summary["evaluation"] = last_evaluation or evaluate(ema, source, config.eval_samples, config.sample_steps,
-                                                             config.sample_cfg, config.shift, config.seed)
-    if env.main:
-        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
-    return summary
 
 
 class CPUClock:
@@ -293,36 +354,11 @@ class CPUClock:
 
 def log_adherence(path: Path, step: int, cpu_seconds: float, result: dict) -> None:
     """Append one row (step, training CPU seconds, every adherence report of ``result``) to ``path``."""
-    columns = [f"{key}_{a}" for key in ADHERENCE_KEYS for a in (*ATTRIBUTES, "overall")]
+    columns = adherence_columns()
     new = not path.exists()
     with open(path, "a", newline="") as handle:
         writer = csv.writer(handle)
         if new:
             writer.writerow(["step", "train_cpu_s", *columns])
-        values = {f"{key}_{a}": v for key in ADHERENCE_KEYS for a, v in result.get(key, {}).items()}
+        values = flatten_adherence(result)
         writer.writerow([step, f"{cpu_seconds:.1f}", *(f"{values[c]:.4f}" if c in values else "" for c in columns)])
-
-
-@torch.no_grad()
-def save_sample_grid(model: TextToImage, source, config: TrainConfig, path: Path, device, n: int = 16) -> list[str]:
-    """Sample ``n`` prompts with the EMA model into a labelled PNG grid (:mod:`minisd3.engine.grids`, latents
-    decoded) and write the prompts, one a line, to the ``.txt`` beside it; returns the prompts.
-
-    For shapes (a source with a ``split``) the first ⌈n/2⌉ prompts use held-out (colour, shape)
-    pairs and the rest training pairs, each half under its own header, every image with the
-    detector's verdict; other sources sample ``n`` evaluation prompts (captions only).
-    """
-    split = getattr(source, "split", None)
-    generator = make_generator(config.seed + 17)
-    if split is None:
-        prompts, held_out = source.eval_prompts(n, generator), None
-    else:
-        n_train = n // 2
-        prompts = source.eval_prompts(n - n_train, generator) + split.train_captions(n_train, generator)
-        held_out = [True] * (n - n_train) + [False] * n_train
-    images = source.to_images(model.sample(prompts, steps=config.sample_steps, cfg=config.sample_cfg,
-                                           shift=config.shift, generator=make_generator(config.seed + 23)))
-    save_labelled_grid(path, images, prompts, held_out, verdicts=split is not None,
-                       title=f"{path.stem}: EMA samples, {config.sample_steps} steps, cfg {config.sample_cfg}")
-    path.with_suffix(".txt").write_text("\n".join(prompts))
-    return prompts

@@ -1,0 +1,66 @@
+"""Checks for the practice notebooks: each compares a learner's function with the package's
+reference on seeded inputs and, when they differ, names the mistake.
+
+A check shows one line and returns a :class:`CheckResult` (``name``, ``passed``, ``mistake``, ``message``)::
+
+    [check] q_sample: PASS
+    [check] q_sample: FAIL — missing square roots: x_k = √ᾱ_k·x0 + √(1 − ᾱ_k)·ε …
+
+Inside a notebook's kernel the line is the ``text/plain`` view of one display output that also
+carries the result's fields as JSON (MIME type ``application/vnd.minisd3.check+json``,
+:data:`~minisd3.course.checks.core.RESULT_MIME`); the grader reads only that JSON, never the text.
+Outside IPython the line is printed.
+
+To name a mistake, a check computes the usual wrong variants on the same inputs (sign flipped,
+t and 1 − t swapped, a square root dropped, …) and reports the one the learner's output matches;
+the result's ``mistake`` is that variant's identifier (``"sign_flipped"``, ``"missing_sqrt"``, …).
+Models and velocity fields handed to the learner's function are known functions that record how
+they were called, so a check can also say "time runs backwards" or "the model got k, not t".
+``NotImplementedError`` from an unfinished stub is not caught: the notebook shows where to start.
+
+:data:`LESSON_CHECKS` lists the checks each practice notebook must pass; the grader reads it.
+
+    core                       the result type, the registry and the shared comparison machinery
+    lesson01_flows             heun, gaussian_velocity
+    lesson02_ddpm              q_sample, eps_loss, ancestral_step
+    lesson03_rectified_flow    interpolate, velocity_target, euler_sample, straightness
+    lesson04_timesteps         sample_logit_normal, shift_time
+    lesson05_embeddings        timestep_embedding, sincos_2d_positions
+    lesson06_dit               patchify, unpatchify, modulate, cfg_combine
+    lesson07_mmdit             joint_attention, rms_norm
+"""
+from __future__ import annotations
+
+from .core import CHECKS, LESSON_CHECKS, CheckResult
+from .lesson01_flows import check_gaussian_velocity, check_heun
+from .lesson02_ddpm import check_ancestral_step, check_eps_loss, check_q_sample
+from .lesson03_rectified_flow import check_euler_sample, check_interpolate, check_straightness, check_velocity_target
+from .lesson04_timesteps import check_sample_logit_normal, check_shift_time
+from .lesson05_embeddings import check_sincos_2d_positions, check_timestep_embedding
+from .lesson06_dit import check_cfg_combine, check_modulate, check_patchify, check_unpatchify
+from .lesson07_mmdit import check_joint_attention, check_rms_norm
+
+__all__ = [
+    "CHECKS",
+    "LESSON_CHECKS",
+    "CheckResult",
+    "check_heun",
+    "check_gaussian_velocity",
+    "check_q_sample",
+    "check_eps_loss",
+    "check_ancestral_step",
+    "check_interpolate",
+    "check_velocity_target",
+    "check_euler_sample",
+    "check_straightness",
+    "check_sample_logit_normal",
+    "check_shift_time",
+    "check_timestep_embedding",
+    "check_sincos_2d_positions",
+    "check_patchify",
+    "check_unpatchify",
+    "check_modulate",
+    "check_cfg_combine",
+    "check_joint_attention",
+    "check_rms_norm",
+]

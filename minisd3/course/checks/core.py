@@ -1,0 +1,267 @@
+"""What every check shares: the result type and how it is shown, :class:`Mistake`, the registry
+(:data:`CHECKS`, :data:`LESSON_CHECKS` and the :func:`_check` decorator) and the machinery the
+lessons' checks are written with: calling the learner's function (:func:`_call`), comparing its
+output with the reference and the catalogued wrong variants (:func:`_compare`, :func:`_close`,
+:func:`_near`), recording models and velocity fields (:class:`_Recorder`) and diagnosing a
+sampler's time grid. The checks themselves live in the ``lessonNN_*`` modules beside this one.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ...validation import expand_time
+
+RESULT_MIME = "application/vnd.minisd3.check+json"
+"""The MIME type of a check's result in a notebook's outputs: a JSON object of :meth:`CheckResult.to_dict`."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What a check found: ``passed``, the ``mistake`` it named and a ``message`` in a learner's words.
+
+    ``mistake`` is a short stable identifier of the wrong variant the learner's function matched
+    (``"sign_flipped"``, ``"missing_sqrt"``, …), one per named mistake of the check; ``None`` when the
+    check passed or the failure is not one of the catalogued variants (a wrong shape or type, an
+    exception, values off in no usual way).
+    """
+
+    name: str
+    passed: bool
+    mistake: str | None
+    message: str
+
+    @property
+    def line(self) -> str:
+        """The text line: ``[check] NAME: PASS`` or ``[check] NAME: FAIL — message``."""
+        return f"[check] {self.name}: PASS" if self.passed else f"[check] {self.name}: FAIL — {self.message}"
+
+    def to_dict(self) -> dict[str, object]:
+        """The fields as a JSON object (what a notebook output carries under :data:`RESULT_MIME`)."""
+        return {"name": self.name, "passed": self.passed, "mistake": self.mistake, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: object) -> CheckResult:
+        """The result a :meth:`to_dict` object describes; ``ValueError`` when ``data`` is not one."""
+        if isinstance(data, dict):
+            name, passed, mistake, message = (data.get(key) for key in ("name", "passed", "mistake", "message"))
+            if (isinstance(name, str) and isinstance(passed, bool) and isinstance(message, str)
+                    and (mistake is None or isinstance(mistake, str))):
+                return cls(name, passed, mistake, message)
+        raise ValueError(f"expected a check result {{name, passed, mistake, message}}, got {data!r}")
+
+    def show(self) -> None:
+        """Show the result: inside an IPython kernel as one display output carrying the line as
+        ``text/plain`` and the fields as :data:`RESULT_MIME` JSON (what the grader reads); elsewhere
+        print the line."""
+        if not _in_kernel():
+            print(self.line)
+            return
+        from IPython.display import display
+
+        display({"text/plain": self.line, RESULT_MIME: self.to_dict()}, raw=True)
+
+
+def _in_kernel() -> bool:
+    """Whether this runs inside an IPython kernel (a notebook), judged without importing IPython."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return getattr(shell, "kernel", None) is not None
+
+
+class Mistake(Exception):
+    """Raised inside a check at the first problem found: its text is the learner's message and
+    ``mistake`` the identifier of the wrong variant it names (``None`` when it names none)."""
+
+    def __init__(self, message: str, mistake: str | None = None):
+        super().__init__(message)
+        self.mistake = mistake
+
+
+CHECKS: dict[str, Callable[[Callable], CheckResult]] = {}
+"""Every check by the name of the function it checks (the name in its result)."""
+
+LESSON_CHECKS: dict[str, tuple[str, ...]] = {
+    "01_flows_2d": ("heun", "gaussian_velocity"),
+    "02_ddpm": ("q_sample", "eps_loss", "ancestral_step"),
+    "03_rectified_flow": ("interpolate", "velocity_target", "euler_sample", "straightness"),
+    "04_timestep_sampling": ("sample_logit_normal", "shift_time"),
+    "05_sinusoidal_embeddings": ("timestep_embedding", "sincos_2d_positions"),
+    "06_patchify_dit": ("patchify", "unpatchify", "modulate", "cfg_combine"),
+    "07_mmdit_qknorm": ("joint_attention", "rms_norm"),
+}
+"""The checks each lesson's practice notebook must pass, in notebook order."""
+
+
+def _check(name: str, passed_message: str):
+    """Register a check body under ``name``: it raises :class:`Mistake`, the wrapper shows and returns."""
+
+    def register(body: Callable[[Callable], None]) -> Callable[[Callable], CheckResult]:
+        @functools.wraps(body)
+        def check(fn: Callable) -> CheckResult:
+            try:
+                if not callable(fn):
+                    raise Mistake(f"expected your function {name}, got {type(fn).__name__} {fn!r}")
+                body(fn)
+                result = CheckResult(name, True, None, passed_message)
+            except Mistake as mistake:
+                result = CheckResult(name, False, mistake.mistake, str(mistake))
+            result.show()
+            return result
+
+        CHECKS[name] = check
+        return check
+
+    return register
+
+
+def error_summary(err: BaseException) -> str:
+    """The first line of an exception's message (messages stay one line long)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _call(fn: Callable, name: str, *args, hint: str = "", **kwargs):
+    """Call the learner's ``fn``; its errors become a :class:`Mistake`, except NotImplementedError.
+
+    Also fails when ``fn`` changed one of its tensor arguments in place.
+    """
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    originals = [a.detach().clone() for a in tensors]
+    try:
+        out = fn(*args, **kwargs)
+    except (NotImplementedError, Mistake):
+        raise
+    except Exception as err:  # a learner's code can raise anything; say what and where to look
+        message = f"calling {name} raised {type(err).__name__}: {error_summary(err)}"
+        raise Mistake(message + (f" — {hint}" if hint else "")) from err
+    for original, tensor in zip(originals, tensors):
+        if tensor.shape != original.shape or not torch.equal(tensor.detach(), original):
+            raise Mistake(f"{name} changed one of its input tensors in place; compute a new tensor instead "
+                          "(write z = z + h * v, not z += h * v)", "in_place")
+    return out
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
+    return torch.allclose(a.double(), b.double(), rtol=1e-4, atol=atol)
+
+
+def _compare(got, want: torch.Tensor, mutations: Sequence[tuple[str, str, torch.Tensor]], *, formula: str,
+             shape_hint: str = "", atol: float = 1e-5) -> None:
+    """Pass when ``got`` equals ``want``; otherwise name the first mutation it equals, or say how far off it is.
+
+    ``mutations`` are the catalogued wrong variants, ``(mistake, message, wrong)``: the identifier the
+    result carries, the learner's message and the variant's output on the same inputs.
+    ``atol`` is the absolute tolerance (loosen it where float32 rounding of large arguments shows).
+    """
+    if not isinstance(got, torch.Tensor):
+        raise Mistake(f"should return a torch.Tensor, got {type(got).__name__}")
+    if tuple(got.shape) != tuple(want.shape):
+        raise Mistake(f"wrong shape: expected {tuple(want.shape)}, got {tuple(got.shape)}"
+                      + (f" — {shape_hint}" if shape_hint else ""))
+    if not got.is_floating_point():
+        raise Mistake(f"expected floating-point values, got dtype {got.dtype}")
+    got = got.detach().cpu().double()
+    if not torch.isfinite(got).all():
+        raise Mistake("the result contains NaN or inf; look for a division by zero or a log of 0")
+    if _close(got, want, atol):
+        return
+    for mistake, message, wrong in mutations:
+        if wrong.shape == got.shape and _close(got, wrong, atol):
+            raise Mistake(message, mistake)
+    worst = (got - want.double()).abs().max().item()
+    raise Mistake(f"values differ from {formula} by up to {worst:.3g}, and not in one of the usual ways; "
+                  "compare your code with the formula term by term")
+
+
+def _as_number(value, name: str) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise Mistake(f"{name} should return one number, got a tensor of shape {tuple(value.shape)}")
+        return float(value.detach())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise Mistake(f"{name} should return one number, got {type(value).__name__}") from None
+
+
+def _near(a: float, b: float, rel: float = 1e-4, abs_tol: float = 1e-6) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_tol)
+
+
+class _Recorder:
+    """A known function f(z, t) standing in for a model or velocity field; it records every call
+    and insists on t being a (B,) tensor, one time per sample, as every model in the course does."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], what: str,
+                 allow_integer_t: bool = False):
+        self.fn, self.what, self.allow_integer_t = fn, what, allow_integer_t
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, z: torch.Tensor, t) -> torch.Tensor:
+        batch = z.shape[0]
+        if not isinstance(t, torch.Tensor):
+            raise Mistake(f"the {self.what} got t = {t!r} ({type(t).__name__}); give it a tensor of shape "
+                          f"({batch},), one time per sample, e.g. torch.full(({batch},), t)", "time_not_a_tensor")
+        if tuple(t.shape) != (batch,):
+            raise Mistake(f"the {self.what} got t of shape {tuple(t.shape)}; give it shape ({batch},), "
+                          f"one time per sample, e.g. t.expand({batch}) or torch.full(({batch},), t)", "time_wrong_shape")
+        if not (t.is_floating_point() or self.allow_integer_t):
+            raise Mistake(f"the {self.what} got integer times (dtype {t.dtype}); t is a float in [0, 1]", "integer_time")
+        self.calls.append((z.detach().clone(), t.detach().clone()))
+        return self.fn(z, t.to(z.dtype))
+
+    @property
+    def times(self) -> list[float]:
+        """The (first-sample) time of each call, in call order."""
+        return [float(t[0]) for _, t in self.calls]
+
+
+def _curved_field(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A smooth nonlinear test field that depends on both z and t (so every time error shows)."""
+    tt = expand_time(t, z)
+    return torch.sin(z) * (1 + tt) - 0.5 * z + tt
+
+
+def _check_sampler_times(recorder: _Recorder, steps: int, per_step: int) -> None:
+    """Diagnose the order of the times a 1 → 0 sampler evaluated the field at."""
+    times = recorder.times
+    method = "Heun" if per_step == 2 else "Euler"
+    if len(times) != per_step * steps:
+        if per_step == 2 and len(times) == steps:
+            raise Mistake("only one velocity evaluation per step — that is Euler; Heun also evaluates v at "
+                          "the Euler-predicted point z̃ = z + h·v(z, t) at t + h and averages the two", "euler_not_heun")
+        raise Mistake(f"called the velocity {len(times)} times for steps = {steps}; {method} needs "
+                      f"{per_step} evaluation{'s' if per_step > 1 else ''} per step ({per_step * steps})",
+                      "wrong_evaluation_count")
+    if times and (times[0] < 0.5 or times[-1] > times[0]):
+        raise Mistake("time running backwards: sampling starts at t = 1 (noise) and steps down to t = 0 (data)",
+                      "time_reversed")
+    grid = torch.linspace(1.0, 0.0, steps + 1).tolist()
+    expected = [t for i in range(steps) for t in (grid[i], grid[i + 1])[:per_step]]
+    if all(math.isclose(a, b, abs_tol=1e-5) for a, b in zip(times, expected)):
+        return
+    if per_step == 1 and all(math.isclose(a, b, abs_tol=1e-5) for a, b in zip(times, grid[1:])):
+        raise Mistake("evaluated the velocity at the end of each step (t − Δ); Euler uses the velocity at "
+                      "the start of the step, v̂(z_t, t)", "velocity_at_step_end")
+    if per_step == 2 and all(math.isclose(a, b, abs_tol=1e-5) for a, b in zip(times[1::2], grid[:-1])):
+        raise Mistake("the second velocity is taken at the start time t; evaluate it at the end of the step, "
+                      "t_next = t + h, where the predicted point z̃ lives", "corrector_at_start_time")
+    raise Mistake(f"the velocity was evaluated at t = {[round(t, 4) for t in times[:6]]}…; expected "
+                  f"{[round(t, 4) for t in expected[:6]]}… (equal steps from 1 down to 0)")
+
+
+def _simulate(velocity, z: torch.Tensor, steps: int, step) -> torch.Tensor:
+    """Run ``step(velocity, z, t, t_next)`` over the equal grid 1 → 0 (for computing wrong variants)."""
+    grid = torch.linspace(1.0, 0.0, steps + 1)
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        z = step(velocity, z, t.expand(z.shape[0]), t_next.expand(z.shape[0]))
+    return z
+
+
+_NOT_FINAL = "return only the final samples z_0 (shape like the noise), not the whole path"

@@ -1,0 +1,154 @@
+"""Lesson 07 (MM-DiT joint attention and QK-norm): the checks of ``joint_attention`` and ``rms_norm``,
+with their references and the written-out attention their wrong variants are computed with."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ... import attention
+from ...seeding import make_generator, randn
+from .core import Mistake, _call, _check, _compare
+
+
+def _joint_attention_reference(streams: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+    """The package's joint attention (:func:`minisd3.attention.joint_attention` with its SDPA core)."""
+    return attention.joint_attention(attention.AttentionCore(), streams)
+
+
+def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaled: bool = True,
+                       softmax_dim: int = -1) -> torch.Tensor:
+    """softmax(QKᵀ/√d)V per head, written out (for the wrong variants: no 1/√d, softmax over the queries)."""
+    logits = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5 if scaled else 1.0)
+    return logits.softmax(dim=softmax_dim) @ v
+
+
+def _joint_variant(streams, order=None, scaled=True, softmax_dim=-1, merge="b h l d -> b l (h d)"):
+    """Joint attention with one knob turned: concatenation ``order`` (split in the given order regardless),
+    no 1/√d, softmax over the queries, or heads merged as (d h)."""
+    order = order or list(range(len(streams)))
+    q, k, v = (torch.cat([streams[i][j] for i in order], dim=2) for j in range(3))
+    out = rearrange(_softmax_attention(q, k, v, scaled, softmax_dim), merge)
+    return list(out.split([q_i.shape[2] for q_i, _, _ in streams], dim=1))
+
+
+def _stream_outputs(got, streams) -> list[torch.Tensor]:
+    """The learner's per-stream outputs, after checking the container, their number and their shapes."""
+    if not isinstance(got, (list, tuple)):
+        described = f"a tensor of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
+        raise Mistake(f"should return a list with one output per stream, got {described}: split the joint output "
+                      "back into the streams", "not_split")
+    if len(got) != len(streams):
+        raise Mistake(f"returned {len(got)} outputs for {len(streams)} streams: split the joint output into one "
+                      "output per stream, in the order given", "wrong_output_count")
+    if not all(isinstance(out, torch.Tensor) for out in got):
+        raise Mistake(f"each output should be a torch.Tensor, got {[type(out).__name__ for out in got]}")
+    wanted = [(q.shape[0], q.shape[2], q.shape[1] * v.shape[3]) for q, _, v in streams]
+    shapes = [tuple(out.shape) for out in got]
+    if shapes == wanted:
+        return list(got)
+    if shapes == wanted[::-1]:
+        raise Mistake("returned the outputs in reversed order: give back one output per stream in the order the "
+                      "streams came in", "outputs_reversed")
+    if shapes == [tuple(v.shape) for _, _, v in streams]:
+        raise Mistake("forgot to merge the heads: each output is (B, H, L_i, d); rearrange it to (B, L_i, H·d) "
+                      "(minisd3.attention.merge_heads)", "heads_not_merged")
+    lengths = [q.shape[2] for q, _, _ in streams]
+    raise Mistake(f"wrong split lengths/order: the outputs have shapes {shapes}, expected {wanted} = (B, L_i, H·d); "
+                  f"split the joint output along the sequence with the streams' lengths {lengths}, in the order given",
+                  "wrong_split_lengths")
+
+
+_JOINT_HINT = ("concatenate q, k and v of the streams along the sequence axis, dim 2 of (B, H, L_i, d) — not along "
+               "the heads (dim 1) or the features (dim 3)")
+
+
+@_check("joint_attention", "matches minisd3.attention.joint_attention")
+def check_joint_attention(joint_attention: Callable) -> None:
+    """Check ``joint_attention(streams)``: streams a list of (q, k, v), each (B, H, L_i, d); concatenate along
+    the sequence, one softmax(QKᵀ/√d)V, split back to (B, L_i, H·d) per stream, in order."""
+    gen = make_generator(701)
+    for batch, heads, lengths, head_dim in ((2, 2, (3, 8), 4), (1, 4, (6, 4), 8)):
+        streams = [tuple(randn((batch, heads, length, head_dim), gen) for _ in range(3)) for length in lengths]
+        given = [tuple(tensor.clone() for tensor in stream) for stream in streams]
+        got = _call(joint_attention, "joint_attention", given, hint=_JOINT_HINT)
+        if not all(torch.equal(a, b) for stream, copy in zip(streams, given) for a, b in zip(stream, copy)):
+            raise Mistake("joint_attention changed one of the streams' q, k or v in place; compute new tensors instead "
+                          "(write q = q / s, not q /= s)", "in_place")
+        got = _stream_outputs(got, streams)
+        separate = [rearrange(_softmax_attention(q, k, v), "b h l d -> b l (h d)") for q, k, v in streams]
+        mutations = [
+            ("separate_attention",
+             "separate attention per stream (no cross-talk): concatenate both streams' q, k, v along the sequence "
+             "for one attention, so every word sees every patch and every patch every word", separate),
+            ("wrong_split_order",
+             "wrong split order: the streams were concatenated in one order and split in another; concatenate in "
+             "the order given and split with the lengths in that same order", _joint_variant(streams, order=[1, 0])),
+            ("missing_scale",
+             "missing the 1/√d scale: softmax(QKᵀ/√d)V, d the head dimension", _joint_variant(streams, scaled=False)),
+            ("softmax_wrong_axis",
+             "softmax over the wrong axis: normalise each query's weights over the keys, the last axis of QKᵀ",
+             _joint_variant(streams, softmax_dim=-2)),
+            ("heads_merge_order", "heads merged in the wrong order: (B, H, L, d) → (B, L, H·d) puts head 0's d features first "
+             "(rearrange 'b h l d -> b l (h d)')", _joint_variant(streams, merge="b h l d -> b l (d h)")),
+        ]
+        _compare(torch.cat(got, dim=1), torch.cat(_joint_attention_reference(streams), dim=1),
+                 [(mistake, message, torch.cat(outputs, dim=1)) for mistake, message, outputs in mutations],
+                 formula="softmax(QKᵀ/√d)V over the joint sequence")
+
+
+def _rms_norm_reference(u: torch.Tensor, gain: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The package's QK-norm layer (``nn.RMSNorm`` over the head dimension, as in :class:`minisd3.attention.QKV`)
+    with gain ``gain``: u / √(mean(u²) + ε) · g."""
+    norm = nn.RMSNorm(u.shape[-1], eps=eps)
+    with torch.no_grad():
+        norm.weight.copy_(gain)
+        return norm(u)
+
+
+@_check("rms_norm", "matches the package's QK-norm (torch.nn.RMSNorm over the head dimension)")
+def check_rms_norm(rms_norm: Callable) -> None:
+    """Check ``rms_norm(u, gain, eps=1e-6)`` → u / √(mean(u²) + ε) · g over the last axis of u (B, H, L, d), g (d,).
+
+    One token is tiny, so that ε matters there; the second case passes eps = 0.01."""
+    gen = make_generator(702)
+    for shape, eps in (((2, 3, 5, 8), None), ((1, 2, 4, 16), 1e-2)):
+        u = 1.5 * randn(shape, gen)
+        u[0, 0, 1] = u[0, 0, 1] * 1e-4
+        gain = 1 + 0.5 * randn((shape[-1],), gen)
+        eps_args = {} if eps is None else {"eps": eps}
+        got = _call(rms_norm, "rms_norm", u, gain, **eps_args,
+                    hint="normalise over the last axis with keepdim=True so the RMS broadcasts against u")
+        e = 1e-6 if eps is None else eps
+
+        def mean_square(dim=-1):
+            return (u**2).mean(dim, keepdim=True)
+
+        centred = u - u.mean(-1, keepdim=True)
+        mutations = [
+            ("subtracted_mean", "subtracted the mean: that is LayerNorm; RMSNorm only divides by the root mean square, "
+             "u / √(mean(u²) + ε) · g", centred / ((centred**2).mean(-1, keepdim=True) + e).sqrt() * gain),
+            ("sequence_axis",
+             "normalised over the sequence axis (dim 2); QK-norm normalises each token's d features in each head: "
+             "the mean runs over the last axis (head dimension)", u / (mean_square(2) + e).sqrt() * gain),
+            ("heads_axis", "normalised over the heads axis (dim 1); the mean runs over the last axis, the head dimension d",
+             u / (mean_square(1) + e).sqrt() * gain),
+            ("missing_gain", "missing gain: multiply by the learnable gain g (one number per feature of the head dimension)",
+             u / (mean_square() + e).sqrt()),
+            ("missing_eps", "missing ε: divide by √(mean(u²) + ε); without ε a token whose features are all near 0 is blown up "
+             "to full size (or to inf at exactly 0)",
+             u / mean_square().sqrt() * gain),
+            ("eps_outside_sqrt", "ε belongs inside the square root: √(mean(u²) + ε), not √mean(u²) + ε",
+             u / (mean_square().sqrt() + e) * gain),
+            ("missing_sqrt",
+             "missing the square root: divide by √(mean(u²) + ε), the root mean square", u / (mean_square() + e) * gain),
+            ("sum_not_mean", "summed u² over the head dimension; the RMS takes the mean, √(mean(u²) + ε)",
+             u / ((u**2).sum(-1, keepdim=True) + e).sqrt() * gain),
+        ]
+        if eps is not None:
+            mutations.append(("ignored_eps_argument", "ignored the eps argument: use the ε you are given (default 1e-6)",
+                              u / (mean_square() + 1e-6).sqrt() * gain))
+        _compare(got, _rms_norm_reference(u, gain, e), mutations, formula="u / √(mean(u²) + ε) · g",
+                 shape_hint="return a tensor shaped like u (normalise with keepdim=True)")

@@ -44,9 +44,16 @@ def _train(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         overrides.append(f"max_steps={args.max_steps}")
     config = apply_overrides(preset_config(args.preset), overrides)
-    summary = train_run(config, args.out, resume=args.resume, progress=not args.quiet)
-    if summary:
-        print(json.dumps(summary, indent=1))
+    if args.out is None and args.resume is None:
+        raise ValueError("--out: expected a run directory (or --resume DIR to continue a run there), got none")
+    out = Path(args.out if args.out is not None else args.resume)
+    summary = train_run(config, out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+    if "moved_aside" in summary:
+        print(f"the previous run in {out} was moved to {summary['moved_aside']}")
+    adherence = summary.get("evaluation", {}).get("adherence")
+    score = f"; held-out adherence, all attributes: {adherence['overall']:.2f}" if adherence else ""
+    print(f"{out}: trained to step {summary['step']}{score}; wrote metrics.csv, samples/, checkpoints/ and "
+          f"summary.json there")
     return 0
 
 
@@ -185,9 +192,12 @@ def add_engine_commands(sub) -> None:
     p = sub.add_parser("train", help="train a text-conditioned MM-DiT from a preset")
     p.add_argument("--preset", default="shapes", help="shapes (default, CPU), digits, cifar10, imagenet-latents")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
-    p.add_argument("--max-steps", type=int, help="same as --set max_steps=N")
-    p.add_argument("--out", required=True, help="run directory: metrics.csv, samples/, checkpoints/")
-    p.add_argument("--resume", help="continue a run exactly from its latest checkpoint (a run directory)")
+    p.add_argument("--max-steps", type=int, help="the run's length, same as --set max_steps=N: warm-up and the "
+                                                 "cosine learning-rate decay are fitted to N steps")
+    p.add_argument("--out", help="run directory: metrics.csv, samples/, checkpoints/ (must be new or empty)")
+    p.add_argument("--resume", help="continue a run exactly from its latest checkpoint (a run directory; "
+                                    "written back there unless --out names another)")
+    p.add_argument("--overwrite", action="store_true", help="start over in a non-empty --out (the old run is moved aside)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=lambda a, h=_train: run_guarded(h, a))
 
@@ -275,16 +285,23 @@ def add_engine_commands(sub) -> None:
 
 
 def run_guarded(handler, args) -> int:
-    """Run a command; known user errors print one clear line and exit 2 instead of a traceback."""
+    """Run a command; known user errors print one clear line and exit 2 instead of a traceback, Ctrl-C
+    one line and exit 130 (after training, the line says where the checkpoint is and how to resume)."""
     from .engine.checkpoints import CheckpointError
     from .engine.data import MissingDatasetError
-    from .engine.loop import NonFiniteLossError
+    from .engine.loop import NonFiniteLossError, TrainingInterrupted
 
     try:
         return handler(args)
     except (CheckpointError, MissingDatasetError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); nothing more was written", file=sys.stderr)
+        return 130
 
 
 # --- course commands: execute, exercises, grade ---------------------------------------------------

@@ -123,7 +123,7 @@ def test_truncated_and_mismatched_checkpoints_are_named(tmp_path):
     assert done.returncode == 2 and "truncated or corrupt" in done.stderr
     train_run(tiny("max_steps=1", "depth=3"), tmp_path / "deeper", progress=False)
     with pytest.raises(ValueError, match="another configuration"):
-        train_run(tiny("max_steps=2"), tmp_path / "deeper", resume=tmp_path / "deeper", progress=False)
+        train_run(tiny("max_steps=1"), tmp_path / "deeper", resume=tmp_path / "deeper", progress=False)
     from minisd3.files import load_weights_into
     small = build_model(tiny(), ["one"], 3)
     with pytest.raises(CheckpointError, match="not in this model: mmdit.blocks.2"):

@@ -63,6 +63,7 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 1000
     ckpt_every: int = 1000
+    ckpt_minutes: float = 5.0  # also a checkpoint whenever this much wall time passed since the last one (0: off)
     sample_steps: int = 20
     sample_cfg: float = 3.0
     eval_samples: int = 64
@@ -88,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"batch_size: expected a multiple of grad_accum {self.grad_accum}, got {self.batch_size}")
         if not 0 <= self.p_uncond <= 1:
             raise ValueError(f"p_uncond: expected a probability in [0, 1], got {self.p_uncond}")
+        if not 0 <= self.ckpt_minutes < math.inf:
+            raise ValueError(f"ckpt_minutes: expected a number of minutes ≥ 0 (0: by steps only), got {self.ckpt_minutes}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay: expected a value in [0, 1), got {self.ema_decay}")
         if not (0 < self.shift < math.inf and 0 < self.lr < math.inf):

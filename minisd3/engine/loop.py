@@ -27,6 +27,9 @@ import csv
 import json
 import math
 import os
+import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -53,6 +56,10 @@ ADHERENCE_FILE = "adherence.csv"
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training: a checkpoint of the current step was written; the message says how to resume."""
 
 
 def learning_rate(step: int, lr: float, warmup_steps: int, max_steps: int) -> float:
@@ -131,7 +138,12 @@ def drop_metrics_after(path: Path, step: int) -> None:
 
 
 def _check_resume_config(saved: dict, config: TrainConfig) -> None:
-    ignorable = {"max_steps", "log_every", "sample_every", "ckpt_every", "device", "compile", "data_root",
+    if "max_steps" in saved and saved["max_steps"] != config.max_steps:
+        raise ValueError(
+            f"--resume: the run was made for max_steps={saved['max_steps']} (its learning rate follows a schedule "
+            f"fitted to that length), got {config.max_steps}; a resumed run keeps its length. To train longer, "
+            f"start a new run with --max-steps {config.max_steps}")
+    ignorable = {"log_every", "sample_every", "ckpt_every", "ckpt_minutes", "device", "compile", "data_root",
                  "download", "eval_samples"}
     differing = [f"{k}: checkpoint {saved[k]!r} vs now {v!r}" for k, v in asdict(config).items()
                  if k not in ignorable and k in saved and saved[k] != v]
@@ -147,10 +159,10 @@ class MetricsLog:
     """
 
     def __init__(self, out: Path, start: int, enabled: bool):
-        self.file, self.writer = None, None
+        self.file, self.writer, self.path = None, None, None
         if not enabled:
             return
-        path = out / "metrics.csv"
+        path = self.path = out / "metrics.csv"
         fresh = start == 0 or not path.exists()
         if not fresh:
             drop_metrics_after(path, start)
@@ -168,6 +180,14 @@ class MetricsLog:
     def close(self) -> None:
         if self.file:
             self.file.close()
+
+    def last_loss(self) -> float | None:
+        """The loss of the last row written to metrics.csv (None without rows)."""
+        if self.path is None or not self.path.exists():
+            return None
+        with open(self.path, newline="") as handle:
+            rows = list(csv.reader(handle))[1:]
+        return float(rows[-1][1]) if rows else None
 
 
 class Trainer:
@@ -210,6 +230,8 @@ class Trainer:
         self.cpu = CPUClock(cpu_before)  # CPU seconds of the training steps alone (sampling and saving not counted)
         self.last_evaluation = None  # the evaluation of the final step, reused by the summary (shapes runs)
         self.tick, self.seen = time.perf_counter(), 0
+        self.saved_at = time.monotonic()
+        self.interrupted = False
 
     def _restore(self, resume) -> tuple[int, Path, float]:
         folder = resolve_checkpoint(resume)
@@ -282,10 +304,14 @@ class Trainer:
             self.last_evaluation = self.evaluate()
             log_adherence(self.out / ADHERENCE_FILE, done, self.cpu.seconds, self.last_evaluation)
 
-    def maybe_save(self, done: int, final: bool) -> None:
-        """A checkpoint every ``ckpt_every`` steps and at the end (the main process only)."""
-        if not (self.env.main and (done % self.config.ckpt_every == 0 or final)):
+    def maybe_save(self, done: int, final: bool, now: bool = False) -> None:
+        """A checkpoint every ``ckpt_every`` steps, every ``ckpt_minutes`` of wall time, at the end, and
+        when ``now`` (the main process only)."""
+        minutes = self.config.ckpt_minutes
+        due_by_time = minutes > 0 and time.monotonic() - self.saved_at >= 60 * minutes
+        if not (self.env.main and (done % self.config.ckpt_every == 0 or final or now or due_by_time)):
             return
+        self.saved_at = time.monotonic()
         state = {"config": asdict(self.config), "vocabulary": list(self.source.vocabulary),
                  "channels": self.source.channels, "train_cpu_seconds": self.cpu.seconds}
         self.last_checkpoint = save_checkpoint(self.out, done, self.model.state_dict(), self.ema.state_dict(),
@@ -298,43 +324,113 @@ class Trainer:
                         config.shift, config.seed)
 
     def train(self, stop: int, progress: bool = True) -> dict:
-        """Steps ``start`` … ``stop − 1``, then the summary (written to summary.json and returned)."""
+        """Steps ``start`` … ``stop − 1``, then the summary (written to summary.json and returned).
+
+        A first Ctrl-C (single process) finishes the current step, writes a checkpoint of it and
+        raises :class:`TrainingInterrupted`; a second one interrupts at once.
+        """
         config, loss = self.config, float("nan")
         bar = tqdm(range(self.start, stop), desc="training", disable=not (progress and self.env.main),
                    initial=self.start, total=config.max_steps, mininterval=2.0)
+        done = self.start
         try:
-            for step in bar:
-                loss, grad_norm, lr = self.train_step(step)
-                done, final = step + 1, step + 1 == stop
-                if self.maybe_log(done, final, loss, grad_norm, lr):
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                self.maybe_sample(done, final)
-                self.maybe_save(done, final)
+            with self._stop_on_ctrl_c():
+                for step in bar:
+                    loss, grad_norm, lr = self.train_step(step)
+                    done, final = step + 1, step + 1 == stop
+                    if self.maybe_log(done, final, loss, grad_norm, lr):
+                        bar.set_postfix(loss=f"{loss:.4f}")
+                    if self.interrupted:
+                        break
+                    self.maybe_sample(done, final)
+                    self.maybe_save(done, final)
+                if self.interrupted and done < stop:
+                    bar.close()
+                    self.maybe_save(done, final=False, now=True)
+                    raise TrainingInterrupted(
+                        f"interrupted at step {done} of {config.max_steps}; checkpoint {self.last_checkpoint} written. "
+                        f"Continue with: python -m minisd3 train --resume {self.out}")
         finally:
             self.metrics.close()
+        if math.isnan(loss):  # nothing left to train (resumed at the end): the last logged loss
+            loss = self.metrics.last_loss()
         summary = {"step": stop, "loss": loss, "train_cpu_seconds": round(self.cpu.seconds, 1),
                    "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None}
         if self.env.main and stop == config.max_steps:
             summary["evaluation"] = self.last_evaluation or self.evaluate()
         if self.env.main:
-            write_text_atomic(self.out / "summary.json", json.dumps(summary, indent=1))
+            write_text_atomic(self.out / "summary.json", json.dumps(json_safe(summary), indent=1, allow_nan=False))
         return summary
+
+    @contextlib.contextmanager
+    def _stop_on_ctrl_c(self):
+        """While training in one process on the main thread, the first SIGINT only sets ``interrupted``."""
+        if self.env.world > 1 or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self.interrupted = True
+            signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def json_safe(value):
+    """``value`` with every non-finite float replaced by None (JSON has no NaN or infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def prepare_run_directory(out: Path, resume, overwrite: bool) -> Path | None:
+    """Refuse to mix two runs in ``out``: a non-empty ``out`` needs ``resume`` (continue) or ``overwrite``
+    (the old run is moved aside to ``OUT.replaced-YYYYmmdd-HHMMSS``, whose path is returned)."""
+    if resume is not None and overwrite:
+        raise ValueError("--overwrite: expected either --resume (continue the run) or --overwrite (start over), got both")
+    if resume is not None or not out.exists():
+        return None
+    if not out.is_dir():
+        raise ValueError(f"--out: expected a run directory, got {str(out)!r}, a file")
+    held = sorted(p.name for p in out.iterdir())
+    if not held:
+        return None
+    if not overwrite:
+        raise ValueError(f"--out: {str(out)!r} already holds a run ({', '.join(held[:4])}{', …' if len(held) > 4 else ''}); "
+                         f"continue it with --resume {out}, or start over with --overwrite (the old run is moved aside)")
+    aside = out.with_name(f"{out.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(str(out), str(aside))
+    return aside
 
 
 def train_run(config: TrainConfig, out_dir: str | Path, resume: str | Path | None = None,
-              progress: bool = True, stop_at: int | None = None) -> dict:
+              progress: bool = True, stop_at: int | None = None, overwrite: bool = False) -> dict:
     """Train per ``config``, writing metrics, sample grids and checkpoints under ``out_dir``; returns the summary.
 
-    ``stop_at`` ends the run early at that step with a checkpoint, as a time-limited job would
-    (the schedule still runs to ``max_steps``; ``resume`` continues it). Raises ValueError for an
-    invalid config or ``stop_at``, :class:`NonFiniteLossError` when the loss diverges.
+    A non-empty ``out_dir`` is refused unless ``resume`` continues a run (normally the same
+    directory) or ``overwrite`` starts over (the old run is moved aside; the summary's
+    ``moved_aside`` says where). ``stop_at`` ends the run early at that step with a checkpoint, as a
+    time-limited job would (the schedule still runs to ``max_steps``; ``resume`` continues it).
+    Raises ValueError for an invalid config, ``stop_at`` or run directory, :class:`NonFiniteLossError`
+    when the loss diverges, :class:`TrainingInterrupted` after Ctrl-C (a checkpoint was written).
     """
     config.validate()
     if stop_at is not None and not 0 < stop_at <= config.max_steps:
         raise ValueError(f"stop_at: expected a step in [1, {config.max_steps}], got {stop_at}")
+    out = Path(out_dir)
     env = Distributed(config.device)
     try:
-        return Trainer(config, Path(out_dir), env, resume).train(stop_at or config.max_steps, progress)
+        aside = prepare_run_directory(out, resume, overwrite) if env.main else None
+        summary = Trainer(config, out, env, resume).train(stop_at or config.max_steps, progress)
+        return {**summary, "moved_aside": str(aside)} if aside else summary
     finally:
         env.close()
 

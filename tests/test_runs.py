@@ -1,0 +1,104 @@
+"""Runs are never lost or mixed: a used run directory is refused, Ctrl-C checkpoints, time-based
+checkpoints, a summary that is valid JSON, a resume that keeps its schedule (the real command line)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import TINY, cli, tiny
+
+import minisd3.engine.loop as loop_module
+from minisd3.engine.checkpoints import resolve_checkpoint
+from minisd3.engine.loop import train_run
+
+TRAIN = ["train", "--preset", "shapes", "--quiet"] + [a for s in TINY for a in ("--set", s)]
+
+
+def strict_json(path):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_a_used_run_directory_is_refused_unless_resumed_or_overwritten(tmp_path):
+    run = tmp_path / "run"
+    first = cli(*TRAIN, "--max-steps", "2", "--out", str(run))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.strip().splitlines()[-1].startswith(f"{run}: trained to step 2")
+    before = (run / "metrics.csv").read_text()
+    again = cli(*TRAIN, "--max-steps", "2", "--out", str(run))
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert f"--out: '{run}' already holds a run" in again.stderr and "--resume" in again.stderr
+    assert "--overwrite" in again.stderr
+    assert (run / "metrics.csv").read_text() == before  # nothing touched
+    over = cli(*TRAIN, "--max-steps", "2", "--out", str(run), "--overwrite")
+    assert over.returncode == 0, over.stderr[-2000:]
+    [aside] = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert f"moved to {aside}" in over.stdout and (aside / "metrics.csv").read_text() == before
+    both = cli(*TRAIN, "--max-steps", "2", "--resume", str(run), "--overwrite")
+    assert both.returncode == 2 and "--overwrite: expected either --resume" in both.stderr
+    neither = cli(*TRAIN, "--max-steps", "2")
+    assert neither.returncode == 2 and "--out: expected a run directory" in neither.stderr
+
+
+def test_resume_alone_continues_in_place_and_keeps_the_run_length(tmp_path):
+    run = tmp_path / "run"
+    train_run(tiny("max_steps=4"), run, progress=False, stop_at=2)
+    done = cli(*TRAIN, "--max-steps", "4", "--resume", str(run))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [r.split(",")[0] for r in (run / "metrics.csv").read_text().splitlines()[1:]] == ["1", "2", "3", "4"]
+    longer = cli(*TRAIN, "--max-steps", "8", "--resume", str(run))
+    assert longer.returncode == 2 and "made for max_steps=4" in longer.stderr and "--max-steps 8" in longer.stderr
+    assert json.loads((run / "config.json").read_text())["max_steps"] == 4  # --max-steps is the run's length
+
+
+def test_the_summary_is_valid_json_and_agrees_with_the_metrics(tmp_path):
+    run = tmp_path / "run"
+    train_run(tiny("max_steps=2"), run, progress=False)
+    train_run(tiny("max_steps=2"), run, resume=run, progress=False)  # nothing left to train
+    summary = strict_json(run / "summary.json")
+    last = (run / "metrics.csv").read_text().splitlines()[-1].split(",")
+    assert summary["step"] == 2 and summary["loss"] == pytest.approx(float(last[1]), abs=1e-6)
+
+
+def test_checkpoints_are_written_by_wall_time_as_well_as_by_step(tmp_path, monkeypatch):
+    saved = []
+    real = loop_module.save_checkpoint
+
+    def record(run_dir, step, *args, **kwargs):
+        saved.append(step)
+        return real(run_dir, step, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "save_checkpoint", record)
+    train_run(tiny("max_steps=4", "ckpt_minutes=0"), tmp_path / "steps", progress=False)
+    assert saved == [4]  # ckpt_every=100: only the final step
+    saved.clear()
+    train_run(tiny("max_steps=4", "ckpt_minutes=1e-9"), tmp_path / "time", progress=False)
+    assert saved == [1, 2, 3, 4]  # every step is "5 minutes" later here
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a subprocess is POSIX")
+def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "minisd3", *TRAIN, "--max-steps", "100000", "--out", str(run)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        metrics = run / "metrics.csv"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "interrupted at step" in err and f"python -m minisd3 train --resume {run}" in err
+    step = int(err.split("interrupted at step ")[1].split()[0])
+    assert step >= 2 and resolve_checkpoint(run).name == f"step_{step:07d}"
+    resumed = train_run(tiny("max_steps=100000"), run, resume=run, progress=False, stop_at=step + 1)
+    assert resumed["step"] == step + 1

@@ -71,20 +71,21 @@ def check_sample_flags(args: argparse.Namespace) -> None:
     if args.shift is not None and not 0 < args.shift < math.inf:
         raise ValueError(f"--shift: expected a positive finite shift α, got {args.shift}")
     out = Path(args.out)
-    if out.is_dir():
-        raise ValueError(f"--out: expected an image file name, got {args.out!r}, an existing directory")
-    if out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ValueError(f"--out: expected a file name ending in one of {', '.join(IMAGE_SUFFIXES)}, got {args.out!r}")
+    if out.is_file() and out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"--out: expected a folder or an image file name, got {args.out!r}, an existing file")
+    if out.suffix and not out.is_dir() and out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ValueError(f"--out: expected a folder or a file name ending in one of {', '.join(IMAGE_SUFFIXES)}, "
+                         f"got {args.out!r}")
 
 
 def _sample(args: argparse.Namespace) -> int:
     from .engine.checkpoints import load_run
-    from .engine.grids import save_labelled_grid
+    from .engine.grids import save_images, save_labelled_grid
     from .engine.sources import make_source
     from .seeding import make_generator
 
     check_sample_flags(args)
-    model, config, _ = load_run(args.ckpt, "model" if args.no_ema else "ema", args.device)
+    model, config, _ = load_run(args.ckpt, "model" if args.no_ema else "ema", args.device, name="--ckpt")
     steps = config.sample_steps if args.steps is None else args.steps  # unset flags: the run's own settings
     cfg = config.sample_cfg if args.cfg is None else args.cfg
     shift = config.shift if args.shift is None else args.shift
@@ -105,18 +106,25 @@ def _sample(args: argparse.Namespace) -> int:
                           generator=make_generator(args.seed))
     if source is not None:  # latents (a cache, or shapes encoded on the fly) are decoded; pixels pass through
         images = source.to_images(images)
-    save_labelled_grid(args.out, images, [prompt] * args.n, held_out, verdicts=split is not None,
+    out = Path(args.out)
+    folder = out.is_dir() or not out.suffix  # a folder: each sample as its own PNG, and the labelled grid
+    grid = out / "grid.png" if folder else out
+    save_labelled_grid(grid, images, [prompt] * args.n, held_out, verdicts=split is not None,
                        title=f"{prompt!r}: {steps} {args.method} steps, cfg {cfg}, shift {shift}, seed {args.seed}")
-    print(f"{args.out}: {args.n} samples of {prompt!r} ({steps} {args.method} steps, cfg {cfg}, shift {shift})")
+    written = [grid]
+    if folder:
+        written += save_images(images, out, "sample")
+    print(f"{args.n} samples of {prompt!r} ({steps} {args.method} steps, cfg {cfg}, shift {shift}); wrote "
+          + (f"{grid} and {written[1].name} … {written[-1].name} in {out}" if folder else str(grid)))
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from .engine.checkpoints import load_run
-    from .engine.evaluation import evaluate, fid_reference_for, save_sample_grid, write_eval_csv
+    from .engine.evaluation import eval_table, evaluate, fid_reference_for, save_sample_grid, write_eval_results
     from .engine.sources import make_source
 
-    model, config, folder = load_run(args.ckpt, "ema", args.device)
+    model, config, folder = load_run(args.ckpt, "ema", args.device, name="--ckpt")
     source = make_source(config)
     device = next(model.parameters()).device
     reference = fid_reference_for(source, args.inception_weights, args.fid_real, device) if args.fid else None
@@ -125,16 +133,23 @@ def _eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps: expected positive step counts, got {min(step_counts)}")
     if args.grid and Path(args.grid).suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"--grid: expected a file name ending in one of {', '.join(IMAGE_SUFFIXES)}, got {args.grid!r}")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"--out: expected a file name ending in .csv or .json, got {args.out!r}")
+    settings = [(cfg, steps) for cfg in scales for steps in step_counts]
     results = []
-    for cfg in scales:
-        for steps in step_counts:
-            results.append(evaluate(model, source, args.samples, steps, cfg, config.shift, args.seed, args.method,
-                                    reference))
-            if args.out:  # rewritten after every setting: a long sweep keeps what it has measured
-                write_eval_csv(results, Path(args.out))
+    for index, (cfg, steps) in enumerate(settings, 1):
+        print(f"[{index}/{len(settings)}] {args.samples} samples, {steps} {args.method} steps, cfg {cfg} …", flush=True)
+        results.append(evaluate(model, source, args.samples, steps, cfg, config.shift, args.seed, args.method,
+                                reference))
+        if out is not None:  # rewritten after every setting: a long sweep keeps what it has measured
+            write_eval_results(results, out, folder)
+    print(eval_table(results))
+    written = [str(p) for p in (out, args.grid) if p]
     if args.grid:  # a labelled grid at the first setting: held-out prompts, then training pairs (shapes)
         save_sample_grid(model, source, args.grid, step_counts[0], scales[0], config.shift, args.seed)
-    print(json.dumps({"checkpoint": str(folder), "results": results}, indent=1))
+    print(f"{folder}: {len(results)} setting(s) evaluated" + (f"; wrote {' and '.join(written)}" if written else
+                                                             "; --out FILE.csv or FILE.json keeps every number"))
     return 0
 
 
@@ -214,7 +229,8 @@ def add_engine_commands(sub) -> None:
     p.add_argument("--n", type=int, default=8, help="how many samples")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
     add_device(p)
-    p.add_argument("--out", required=True, help=f"image file ({', '.join(IMAGE_SUFFIXES)})")
+    p.add_argument("--out", required=True, help=f"a folder (numbered PNGs and grid.png) or an image file for the "
+                                                 f"labelled grid ({', '.join(IMAGE_SUFFIXES)})")
     p.set_defaults(handler=lambda a, h=_sample: run_guarded(h, a))
 
     p = sub.add_parser("eval", help="evaluate a checkpoint (offline metrics; FID with --fid)")
@@ -227,7 +243,7 @@ def add_engine_commands(sub) -> None:
     p.add_argument("--fid", action="store_true", help="also FID against the real images (torch-fidelity)")
     p.add_argument("--fid-real", type=int, help="how many real images FID compares with (default: all)")
     p.add_argument("--inception-weights", help="path of torch-fidelity's Inception weights file")
-    p.add_argument("--out", help="CSV file with one row per setting (steps, cfg)")
+    p.add_argument("--out", help="FILE.csv (one row per setting: steps, cfg) or FILE.json (every number)")
     p.add_argument("--grid", help="PNG file: 16 labelled samples at the first setting (shapes: 8 held-out, 8 training pairs)")
     add_device(p)
     p.set_defaults(handler=lambda a, h=_eval: run_guarded(h, a))
@@ -309,9 +325,18 @@ def run_guarded(handler, args) -> int:
 def _execute(args: argparse.Namespace) -> int:
     from .course.notebooks import execute_notebook
 
+    if args.out is None and not args.inplace:
+        raise ValueError("--out: expected a folder for the executed notebooks (or --inplace to overwrite the "
+                         "originals), got none")
+    if args.out is not None and args.inplace:
+        raise ValueError("--inplace: expected either --out FOLDER or --inplace, got both")
+    if args.out is not None and Path(args.out).is_file():
+        raise ValueError(f"--out: expected a folder, got {args.out!r}, a file")
     for path in args.notebooks:
-        _, seconds = execute_notebook(path, fast=args.fast, save_to=path, timeout=args.timeout)
-        print(f"{path}: ran in {seconds:.1f} s ({'fast' if args.fast else 'full'} mode), outputs saved")
+        target = Path(path) if args.inplace else Path(args.out) / Path(path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _, seconds = execute_notebook(path, fast=args.fast, save_to=target, timeout=args.timeout)
+        print(f"{path}: ran in {seconds:.1f} s ({'fast' if args.fast else 'full'} mode); wrote {target}")
     return 0
 
 
@@ -360,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("notebooks", nargs="+")
     run.add_argument("--fast", action="store_true", help="fast mode (MINISD3_FAST=1)")
     run.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
-    run.set_defaults(handler=_execute)
+    run.add_argument("--out", help="folder for the executed notebooks (same file names)")
+    run.add_argument("--inplace", action="store_true", help="overwrite the notebooks themselves with their new outputs")
+    run.set_defaults(handler=lambda a, h=_execute: run_guarded(h, a))
     exercises = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")
     exercises.add_argument("--check", action="store_true",
                            help="change nothing; list stale exercise files and exit 1 if there are any")

@@ -66,15 +66,25 @@ def test_eval_sweeps_sampling_steps_with_fid(tmp_path, inception_file):
     done = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "12", "--steps", "1", "3", "--fid",
                "--fid-real", "16", "--inception-weights", str(inception_file), "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout)["results"]
+    assert done.stdout.startswith("[1/2] 12 samples, 1 euler steps, cfg") and "[2/2]" in done.stdout  # progress
+    assert "sliced W" in done.stdout and "FID" in done.stdout and f"wrote {out}" in done.stdout  # table, files
+    as_json = tmp_path / "sweep.json"
+    again = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "12", "--steps", "1", "3", "--fid",
+                "--fid-real", "16", "--inception-weights", str(inception_file), "--out", str(as_json))
+    assert again.returncode == 0, again.stderr[-3000:]
+    results = json.loads(as_json.read_text())["results"]
     assert [r["steps"] for r in results] == [1, 3] and all(r["fid"] > 0 and r["fid_reference"] == 16 for r in results)
     rows = list(csv.DictReader(out.open()))
     assert [int(r["steps"]) for r in rows] == [1, 3]
     assert [float(r["fid"]) for r in rows] == pytest.approx([r["fid"] for r in results])
     assert [float(r["sliced_wasserstein"]) for r in rows] == pytest.approx([r["sliced_wasserstein"] for r in results])
-    both = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "4", "--steps", "1", "2", "--cfg", "1", "3")
+    both = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "4", "--steps", "1", "2", "--cfg", "1", "3",
+               "--out", str(as_json))
     assert both.returncode == 0, both.stderr[-3000:]
-    assert [(r["cfg"], r["steps"]) for r in json.loads(both.stdout)["results"]] == [(1, 1), (1, 2), (3, 1), (3, 2)]
+    assert [(r["cfg"], r["steps"]) for r in json.loads(as_json.read_text())["results"]] == [(1, 1), (1, 2), (3, 1),
+                                                                                           (3, 2)]
+    not_a_table = cli("eval", "--ckpt", str(tmp_path / "run"), "--out", str(tmp_path / "sweep.txt"))
+    assert not_a_table.returncode == 2 and "--out: expected a file name ending in .csv or .json" in not_a_table.stderr
     bad = cli("eval", "--ckpt", str(tmp_path / "run"), "--steps", "0")
     assert bad.returncode == 2 and "--steps: expected positive step counts, got 0" in bad.stderr
 

@@ -26,8 +26,6 @@ LESSONS = sorted(LESSON_CHECKS)
 
 # ----------------------------------------------------------------------------- solutions and exercises
 
-@pytest.fixture(scope="module", params=LESSONS)
-
 def stream_text(nb) -> str:
     """All printed text (stdout) of the executed notebook, in cell order."""
     parts = []
@@ -37,6 +35,8 @@ def stream_text(nb) -> str:
                 parts.append(output.get("text", ""))
     return "".join(parts)
 
+
+@pytest.fixture(scope="module", params=LESSONS)
 def executed_solution(request):
     nb, seconds = execute_notebook(SOLUTIONS / f"{request.param}.ipynb", fast=True)
     return request.param, nb, seconds

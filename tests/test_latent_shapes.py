@@ -141,7 +141,7 @@ def test_a_missing_model_name_lists_the_stored_ones(latent_run, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     assert main(["sample", "--ckpt", "nosuchmodel", "--prompt", PROMPT, "--n", "2", "--out", "x.png"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ckpt:")
+    assert err.count("\n") == 1 and err.startswith("error: --ckpt:")
     assert "(course)" in err and "'nosuchmodel'" in err and "empty" not in err
     monkeypatch.setattr(checkpoint_module, "STORED_MODELS", tmp_path / "nothing")
     with pytest.raises(CheckpointError, match="none stored"):

@@ -102,3 +102,48 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert step >= 2 and resolve_checkpoint(run).name == f"step_{step:07d}"
     resumed = train_run(tiny("max_steps=100000"), run, resume=run, progress=False, stop_at=step + 1)
     assert resumed["step"] == step + 1
+
+
+def test_execute_writes_to_out_and_never_in_place_unless_asked(tmp_path):
+    lesson = tmp_path / "lesson.ipynb"
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    nbformat.write(nb, lesson)
+    original = lesson.read_text()
+    missing = cli("execute", str(lesson))
+    assert missing.returncode == 2 and "--out: expected a folder" in missing.stderr and "Traceback" not in missing.stderr
+    done = cli("execute", str(lesson), "--out", str(tmp_path / "ran"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert lesson.read_text() == original and f"wrote {tmp_path / 'ran' / 'lesson.ipynb'}" in done.stdout
+    assert "42" in (tmp_path / "ran" / "lesson.ipynb").read_text()
+    assert "without encryption" not in done.stderr
+    inplace = cli("execute", str(lesson), "--inplace")
+    assert inplace.returncode == 0 and "42" in lesson.read_text()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 / 0")]), lesson)
+    broken = cli("execute", str(lesson), "--out", str(tmp_path / "ran"))
+    assert broken.returncode == 2 and "cell 0 raised ZeroDivisionError" in broken.stderr
+    assert "Traceback" not in broken.stderr
+
+
+def test_checkpoint_and_set_errors_name_the_flag_and_say_what_was_found(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a run")
+    sample = ["sample", "--prompt", "one red circle", "--out", str(tmp_path / "a.png"), "--ckpt"]
+    cases = {
+        (*sample, str(tmp_path / "nowhere")): "--ckpt: expected a run directory",
+        (*sample, str(tmp_path / "empty")): "an empty folder",
+        (*sample, str(tmp_path / "other")): "a folder without checkpoints/latest or state.json",
+        (*TRAIN, "--resume", str(tmp_path / "nowhere")): "--resume: expected a run directory",
+        (*TRAIN, "--resume", str(tmp_path / "empty")): "an empty folder",
+        (*TRAIN, "--set", "learning_rate=1", "--out", str(tmp_path / "r")): "did you mean 'lr'? the keys are ",
+    }
+    messages = []
+    for argv, expected in cases.items():
+        done = cli(*argv)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (argv, done.stderr[-2000:])
+        assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1, (argv, done.stderr)
+        messages.append(done.stderr)
+    assert "nowhere': no such file or folder" in messages[0]
+    assert "max_steps" in messages[-1] and "p_uncond" in messages[-1]  # the list of keys

@@ -101,9 +101,10 @@ def test_sample_and_eval_commands(tmp_path):
     bad = cli("sample", "--ckpt", str(tmp_path / "run"), "--prompt", "two purple circles", "--out", str(out))
     assert bad.returncode == 2 and "unknown word 'purple'" in bad.stderr
     ev = cli("eval", "--ckpt", str(tmp_path / "run"), "--samples", "8", "--steps", "2", "--grid",
-             str(tmp_path / "eval.png"))
+             str(tmp_path / "eval.png"), "--out", str(tmp_path / "eval.json"))
     assert ev.returncode == 0, ev.stderr
-    [result] = json.loads(ev.stdout)["results"]
+    assert "held-out all" in ev.stdout and "(chance)" in ev.stdout  # the table: adherence beside chance
+    [result] = json.loads((tmp_path / "eval.json").read_text())["results"]
     assert set(ADHERENCE_KEYS) <= set(result) and "sliced_wasserstein" in result and result["steps"] == 2
     # eval's grid: 8 held-out prompts in one row, 8 of training pairs in the next, labelled, prompts beside it
     assert Image.open(tmp_path / "eval.png").width == 8 * (128 + GUTTER) + GUTTER
@@ -305,12 +306,19 @@ BAD_SAMPLE_FLAGS = {  # {dir}: an existing directory
     "shift negative": (["--shift", "-3"], "--shift: expected a positive finite shift α, got -3.0"),
     "shift nan": (["--shift", "nan"], "--shift: expected a positive finite shift α, got nan"),
     "shift inf": (["--shift", "inf"], "--shift: expected a positive finite shift α, got inf"),
-    "out directory": (["--out", "{dir}"], "--out: expected an image file name, got '{dir}', an existing directory"),
-    "out no extension": (["--out", "{dir}/grid"],
-                         f"--out: expected a file name ending in one of {SUFFIXES}, got '{{dir}}/grid'"),
     "out not an image": (["--out", "{dir}/grid.txt"],
-                         f"--out: expected a file name ending in one of {SUFFIXES}, got '{{dir}}/grid.txt'"),
+                         f"--out: expected a folder or a file name ending in one of {SUFFIXES}, got '{{dir}}/grid.txt'"),
 }
+
+
+def test_sample_into_a_folder_writes_numbered_pngs_and_the_grid(sample_run, tmp_path, capsys):
+    out = tmp_path / "cats"  # as lesson 09 writes it: no suffix, not there yet
+    assert main(["sample", "--ckpt", str(sample_run), "--prompt", "one small red circle", "--n", "3", "--steps", "2",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "sample_000.png", "sample_001.png",
+                                                     "sample_002.png"]
+    assert Image.open(out / "sample_000.png").size == (32, 32)
+    assert f"wrote {out / 'grid.png'} and sample_000.png … sample_002.png in {out}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SAMPLE_FLAGS))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from ..env import FAST_ENV
 from .plotting import STATIC_ENV
@@ -30,10 +31,15 @@ def execute_notebook(path: str | Path, *, fast: bool, allow_errors: bool = False
     os.environ[FAST_ENV] = "1" if fast else "0"
     os.environ[STATIC_ENV] = "1"
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
-                            resources={"metadata": {"path": str(path.parent.resolve())}})
+                            resources={"metadata": {"path": str(path.parent.resolve())}},
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP-encryption notes
     start = time.perf_counter()
     try:
         client.execute()
+    except CellExecutionError as err:
+        failed = next((i for i, cell in enumerate(nb.cells) if any(o.get("output_type") == "error"
+                                                                     for o in cell.get("outputs", []))), None)
+        raise ValueError(f"{path}: cell {failed} raised {err.ename}: {err.evalue}") from err
     finally:
         for key, value in saved.items():
             if value is None:

@@ -79,9 +79,13 @@ def stored_model_names() -> list[str]:
     return sorted(p.parent.name for p in STORED_MODELS.glob("*/state.json"))
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
+def resolve_checkpoint(path: str | Path, name: str = "ckpt") -> Path:
     """A checkpoint folder from a run directory (its latest), a ``checkpoints`` folder, the folder
-    itself, or the name of a stored model (``"course"``: :data:`STORED_MODELS`/course)."""
+    itself, or the name of a stored model (``"course"``: :data:`STORED_MODELS`/course).
+
+    Raises :class:`CheckpointError` naming the argument ``name`` (as the user typed it, e.g.
+    ``--resume``) and telling a missing folder, an empty one and one without checkpoints apart.
+    """
     if not Path(path).exists() and (STORED_MODELS / str(path) / "state.json").is_file():
         return STORED_MODELS / str(path)
     path = Path(path)
@@ -91,10 +95,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
             return candidate / pointer.read_text().strip()
     if (path / "state.json").is_file():
         return path
-    raise CheckpointError(
-        f"ckpt: expected a run directory, a checkpoint folder containing state.json or a stored model name "
-        f"({', '.join(stored_model_names()) or 'none stored'}), got {str(path)!r} (no checkpoints/latest or state.json there)"
-    )
+    expected = (f"expected a run directory, a checkpoint folder containing state.json or a stored model name "
+                f"({', '.join(stored_model_names()) or 'none stored'})")
+    if not path.exists():
+        found = "no such file or folder"
+    elif not path.is_dir():
+        found = "a file"
+    elif not any(path.iterdir()):
+        found = "an empty folder (a run writes its first checkpoint after ckpt_every steps or ckpt_minutes)"
+    else:
+        found = "a folder without checkpoints/latest or state.json"
+    raise CheckpointError(f"{name}: {expected}, got {str(path)!r}: {found}")
 
 
 def export_weights(run: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
@@ -106,7 +117,7 @@ def export_weights(run: str | Path, out: str | Path, dtype: torch.dtype = torch.
     ``sample_cfg`` replaces the config's default guidance scale (the one ``sample`` and ``eval``
     use when no ``--cfg`` is given). Written to a temporary folder and renamed, so ``out`` is whole or absent.
     """
-    folder = resolve_checkpoint(run)
+    folder = resolve_checkpoint(run, "--ckpt")
     state = load_state(folder)
     if sample_cfg is not None:
         state["config"] = {**state["config"], "sample_cfg": float(sample_cfg)}
@@ -138,13 +149,15 @@ def load_state(folder: Path) -> dict:
         raise CheckpointError(f"ckpt: {folder / 'state.json'} is unreadable or corrupt ({err})") from err
 
 
-def load_run(ckpt: str | Path, weights: str = "ema", device: str = "cpu") -> tuple[TextToImage, TrainConfig, Path]:
+def load_run(ckpt: str | Path, weights: str = "ema", device: str = "cpu",
+             name: str = "ckpt") -> tuple[TextToImage, TrainConfig, Path]:
     """(model in eval mode on ``device``, its config, the checkpoint folder), rebuilt from a run
     directory, a checkpoint folder or a stored model name, with its ``"ema"`` (or raw ``"model"``) weights.
 
-    Raises :class:`CheckpointError` when the checkpoint is missing, corrupt or of another configuration.
+    Raises :class:`CheckpointError` when the checkpoint is missing, corrupt or of another configuration
+    (messages name the argument ``name``, e.g. ``--ckpt``).
     """
-    folder = resolve_checkpoint(ckpt)
+    folder = resolve_checkpoint(ckpt, name)
     state = load_state(folder)
     config = TrainConfig(**state["config"])
     model = build_model(config, state["vocabulary"], state["channels"])

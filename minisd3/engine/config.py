@@ -153,8 +153,13 @@ def _parse_value(name: str, kind: type, text: str):
         raise ValueError(f"{name}: expected {kind.__name__}, got {text!r}") from err
 
 
+KEY_ALIASES = {"learning_rate": "lr", "steps": "max_steps", "batch": "batch_size", "cfg": "sample_cfg",
+               "guidance_scale": "sample_cfg", "p_drop": "p_uncond", "ema": "ema_decay", "size": "image_size"}
+"""Names other code bases use for a config key, answered with ours in the unknown-key message."""
+
+
 def apply_overrides(config: TrainConfig, assignments: list[str]) -> TrainConfig:
-    """Apply ``key=value`` strings; unknown keys get the closest valid key suggested."""
+    """Apply ``key=value`` strings; an unknown key gets the closest valid key suggested and the list of keys."""
     types = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[f.type] for f in fields(TrainConfig)}
     changes = {}
     for assignment in assignments:
@@ -163,9 +168,10 @@ def apply_overrides(config: TrainConfig, assignments: list[str]) -> TrainConfig:
         key, value = assignment.split("=", 1)
         key = key.strip().replace("-", "_")
         if key not in types:
-            close = difflib.get_close_matches(key, types, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"--set: unknown key {key!r}{hint}")
+            close = ([KEY_ALIASES[key]] if key in KEY_ALIASES else difflib.get_close_matches(key, types, n=1)
+                     or [k for k in types if k in key or key in k][:1])
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"--set: unknown key {key!r}; {hint}the keys are {', '.join(types)}")
         changes[key] = _parse_value(key, types[key], value)
     return dataclasses.replace(config, **changes).validate()
 

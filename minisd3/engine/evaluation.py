@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +47,42 @@ def flatten_adherence(result: dict) -> dict[str, float]:
 def eval_columns() -> tuple[str, ...]:
     """The eval CSV's columns: the setting, then every metric (adherence columns for shapes, then FID)."""
     return (*SETTING_COLUMNS, *adherence_columns(), "fid")
+
+
+def eval_table(results: list[dict]) -> str:
+    """A short text table of :func:`evaluate` results, one line per setting: held-out and training-pair
+    adherence (all attributes at once) each with its chance rate, per-attribute held-out adherence,
+    sliced Wasserstein distance (and FID when measured)."""
+    shapes = any("adherence" in r for r in results)
+    fid = any("fid" in r for r in results)
+    head = f"{'steps':>5} {'cfg':>5}"
+    if shapes:
+        head += f" {'held-out all':>13} {'(chance)':>8} {'train-pairs all':>15} {'(chance)':>8} " + " ".join(
+            f"{a:>8}" for a in ATTRIBUTES)
+    head += f" {'sliced W':>9}" + (f" {'FID':>7}" if fid else "")
+    lines = [head]
+    for r in results:
+        line = f"{r['steps']:>5} {r['cfg']:>5g}"
+        if shapes:
+            line += (f" {r['adherence']['overall']:>13.2f} {r['chance']['overall']:>8.2f}"
+                     f" {r['adherence_train_pairs']['overall']:>15.2f} {r['chance_train_pairs']['overall']:>8.2f} "
+                     + " ".join(f"{r['adherence'].get(a, float('nan')):>8.2f}" for a in ATTRIBUTES))
+        line += f" {r['sliced_wasserstein']:>9.4f}" + (f" {r['fid']:>7.2f}" if fid else "")
+        lines.append(line)
+    if shapes:
+        lines.append("adherence: fraction of prompts whose attribute the detector reads in the image; held-out = "
+                     "colour–shape pairs never trained on; chance = the same images scored against other prompts")
+    return "\n".join(lines)
+
+
+def write_eval_results(results: list[dict], path: str | Path, checkpoint: str | Path) -> None:
+    """:func:`evaluate` results to ``path``, atomically: a CSV (:func:`write_eval_csv`) for a ``.csv`` name,
+    else JSON ``{"checkpoint": …, "results": [...]}`` with every number (non-finite ones as null)."""
+    if Path(path).suffix.lower() == ".csv":
+        write_eval_csv(results, path)
+    else:
+        write_text_atomic(path, json.dumps({"checkpoint": str(checkpoint), "results": json_safe(results)}, indent=1,
+                                           allow_nan=False))
 
 
 def write_eval_csv(results: list[dict], path: str | Path) -> None:
@@ -216,3 +254,14 @@ def save_sample_grid(model: TextToImage, source, path: str | Path, steps: int, c
                        title=f"{Path(path).stem}: EMA samples, {steps} steps, cfg {cfg}")
     write_text_atomic(Path(path).with_suffix(".txt"), "\n".join(prompts))
     return prompts
+
+
+def json_safe(value):
+    """``value`` with every non-finite float replaced by None (JSON has no NaN or infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

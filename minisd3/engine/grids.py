@@ -183,3 +183,18 @@ def save_labelled_grid(path: str | Path, images: torch.Tensor, prompts: Sequence
     with atomic_file(path) as tmp:
         grid.save(tmp, format=image_format)
     return path
+
+
+def save_images(images: torch.Tensor, folder: str | Path, stem: str = "sample") -> list[Path]:
+    """Write each of ``images`` ((N, C, H, W) in [−1, 1]) as ``folder/{stem}_000.png`` … at its own
+    resolution, atomically; returns the paths."""
+    check_tensor(images, "images", ndim=4)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, pixels in enumerate(to_uint8(images).permute(0, 2, 3, 1).numpy()):
+        path = folder / f"{stem}_{index:03d}.png"
+        with atomic_file(path) as tmp:
+            Image.fromarray(pixels).save(tmp, format="PNG")
+        paths.append(path)
+    return paths

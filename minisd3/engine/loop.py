@@ -46,7 +46,7 @@ from ..seeding import make_generator, randn
 from ..timesteps import make_time_sampler, shift_time
 from .checkpoints import load_state, load_tensors, resolve_checkpoint, restore_optimizer, save_checkpoint
 from .config import TrainConfig, build_model
-from .evaluation import adherence_columns, evaluate, flatten_adherence, save_sample_grid
+from .evaluation import adherence_columns, evaluate, flatten_adherence, json_safe, save_sample_grid
 from .sources import make_source
 
 METRICS_HEADER = ("step", "loss", "lr", "grad_norm", "images_per_s", "train_cpu_s")
@@ -234,7 +234,7 @@ class Trainer:
         self.interrupted = False
 
     def _restore(self, resume) -> tuple[int, Path, float]:
-        folder = resolve_checkpoint(resume)
+        folder = resolve_checkpoint(resume, "--resume")
         state = load_state(folder)
         _check_resume_config(state["config"], self.config)
         load_weights_into(self.model, load_tensors(folder, "model.safetensors"), "model")
@@ -378,17 +378,6 @@ class Trainer:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
-
-
-def json_safe(value):
-    """``value`` with every non-finite float replaced by None (JSON has no NaN or infinity)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def prepare_run_directory(out: Path, resume, overwrite: bool) -> Path | None:

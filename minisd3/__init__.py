@@ -21,8 +21,17 @@ Lesson modules (flat in ``minisd3/``, what the notebooks import), in lesson orde
 latent_cache, loop, checkpoints, evaluation, grids, benchmark). ``minisd3.course``: the course's
 tooling (checks, exercises, grading, notebooks, plotting). ``minisd3.cli``: every command's argparse.
 """
-from .env import env_report, fast_mode, full_or_fast, get_device
-from .seeding import make_generator, seed_everything
+import importlib
 
-__all__ = ["env_report", "fast_mode", "full_or_fast", "get_device", "make_generator", "seed_everything"]
+_EXPORTS = {"env_report": "env", "fast_mode": "env", "full_or_fast": "env", "get_device": "env",
+            "make_generator": "seeding", "seed_everything": "seeding"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """``from minisd3 import get_device`` loads its module (and torch) on first use, so that
+    ``python -m minisd3 --help`` answers without importing torch."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'minisd3' has no attribute {name!r}")
 __version__ = "0.1.0"

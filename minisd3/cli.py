@@ -202,7 +202,7 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 def add_engine_commands(sub) -> None:
     """Register train, sample, eval, bench, autoencoder and encode-latents on an argparse sub-parser set."""
-    from .engine.data import DATASETS
+    from .engine import DATASETS
 
     p = sub.add_parser("train", help="train a text-conditioned MM-DiT from a preset")
     p.add_argument("--preset", default="shapes", help="shapes (default, CPU), digits, cifar10, imagenet-latents")

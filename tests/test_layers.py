@@ -156,3 +156,18 @@ def test_ruff_finds_nothing():
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "minisd3", "tests", "benchmarks", "conftest.py"],
                           capture_output=True, text=True, cwd=PACKAGE.parent)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_help_does_not_import_torch():
+    """Every --help answers before torch is imported (lazy imports: torch costs seconds of CPU)."""
+    commands = ["execute", "exercises", "grade", "train", "sample", "eval", "export", "bench", "autoencoder",
+                "encode-latents"]
+    code = ("import sys, runpy, contextlib, io\n"
+            f"for argv in [['--help']] + [[c, '--help'] for c in {commands!r}]:\n"
+            "    sys.argv = ['minisd3', *argv]\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        runpy.run_module('minisd3', run_name='__main__')\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -15,7 +15,7 @@ from ..shapes import check_image_size
 from ..text import SmallTextEncoder, WordTokenizer
 from ..text_to_image import TextToImage
 from ..timesteps import make_time_sampler
-from .data import DATASETS
+from . import DATASETS
 
 
 @dataclass

@@ -24,9 +24,8 @@ from ..digits import load_digits_tensor
 from ..seeding import make_generator
 from ..shapes import sample_shapes, split_prompts
 from ..validation import check_positive_int
+from . import DATASETS
 
-DATASETS = ("shapes", "digits", "cifar10", "imagefolder")
-"""Every data set the engine reads, by the name ``--data`` / ``data=`` takes."""
 LABELLED = ("digits", "cifar10")
 """The finite labelled sets (class names as captions)."""
 DEFAULT_IMAGE_SIZE = {"shapes": 32, "digits": 8, "cifar10": 32, "imagefolder": 256}

@@ -26,7 +26,8 @@ import torch
 from ..autoencoder import load_autoencoder
 from ..seeding import make_generator
 from ..shapes import VOCABULARY, check_image_size, sample_shapes, split_prompts
-from .data import DATASETS, LABELLED, labelled_images
+from . import DATASETS
+from .data import LABELLED, labelled_images
 from .latent_cache import read_latent_cache
 
 

@@ -195,9 +195,17 @@ def _encode_latents(args: argparse.Namespace) -> int:
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
-    """``--device``, the same in every command: "auto" (default: CUDA, else MPS, else the CPU), "cpu", "cuda", "cuda:N", "mps"."""
+    """``--device`` ("auto": CUDA, else MPS, else the CPU; "cpu", "cuda", "cuda:N", "mps") and ``--threads``,
+    the same in every command that computes."""
     parser.add_argument("--device", default="auto",
                         help="auto (default: CUDA if present, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    add_threads(parser)
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads (:func:`minisd3.env.use_threads`)."""
+    parser.add_argument("--threads", help="torch CPU threads (default: $MINISD3_THREADS, else 1: fastest for the "
+                                          "course's models, measured in benchmarks/threads.py)")
 
 
 def add_engine_commands(sub) -> None:
@@ -214,6 +222,7 @@ def add_engine_commands(sub) -> None:
                                     "written back there unless --out names another)")
     p.add_argument("--overwrite", action="store_true", help="start over in a non-empty --out (the old run is moved aside)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads(p)
     p.set_defaults(handler=lambda a, h=_train: run_guarded(h, a))
 
     p = sub.add_parser("sample", help="sample images from a checkpoint")
@@ -308,6 +317,10 @@ def run_guarded(handler, args) -> int:
     from .engine.loop import NonFiniteLossError, TrainingInterrupted
 
     try:
+        if hasattr(args, "threads"):
+            from .env import use_threads
+
+            use_threads(args.threads)
         return handler(args)
     except (CheckpointError, MissingDatasetError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -15,6 +15,30 @@ T = TypeVar("T")
 
 DEVICE_ENV = "MINISD3_DEVICE"
 FAST_ENV = "MINISD3_FAST"
+THREADS_ENV = "MINISD3_THREADS"
+CPU_THREADS = 1
+"""Torch's CPU threads when neither ``--threads`` nor ``MINISD3_THREADS`` says otherwise. The course's
+models are small: on a 2-core machine with one other busy process, two threads spin-wait on each other
+and run several times slower than one (benchmarks/threads.py; docs/benchmarks.md)."""
+
+
+def use_threads(threads: int | str | None = None) -> int:
+    """Set torch's CPU threads to ``threads``, else ``MINISD3_THREADS``, else :data:`CPU_THREADS`; returns it.
+
+    Raises ValueError (naming ``--threads`` or the variable) for anything but a positive integer.
+    """
+    name, value = ("--threads", threads) if threads is not None else (THREADS_ENV, os.environ.get(THREADS_ENV))
+    if value is None or value == "":
+        count = CPU_THREADS
+    else:
+        try:
+            count = int(value)
+        except (TypeError, ValueError):
+            count = 0
+        if count < 1:
+            raise ValueError(f"{name}: expected a positive number of CPU threads, got {value!r}")
+    torch.set_num_threads(count)
+    return count
 
 
 def fast_mode() -> bool:
@@ -59,13 +83,17 @@ def get_device(name: str | None = None) -> torch.device:
 
 
 def env_report(device: str | None = None) -> dict[str, str]:
-    """Print and return what this lesson runs on: versions, device and fast/full mode."""
+    """Print and return what this lesson runs on: versions, device, CPU threads and fast/full mode.
+
+    Also sets the CPU threads (:func:`use_threads`: ``MINISD3_THREADS``, else :data:`CPU_THREADS`).
+    """
+    use_threads()
     dev = get_device(device)
     report = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
-        "cpu threads": str(torch.get_num_threads()),
+        "cpu threads": f"{torch.get_num_threads()} (MINISD3_THREADS=N to change)",
         "mode": "fast (MINISD3_FAST=1)" if fast_mode() else "full",
     }
     width = max(len(k) for k in report)

@@ -2,6 +2,7 @@
 import random
 
 import numpy as np
+import pytest
 import torch
 
 import minisd3
@@ -51,3 +52,33 @@ def test_seeding_is_reproducible():
     assert torch.equal(randn((3, 2), make_generator(1)), randn((3, 2), make_generator(1)))
     assert torch.equal(rand((4,), make_generator(1)), torch.rand(4, generator=make_generator(1)))
     assert randn((2,), make_generator(0), dtype=torch.float64).dtype == torch.float64
+
+
+def test_threads_are_chosen_not_inherited(monkeypatch):
+    from minisd3.env import CPU_THREADS, THREADS_ENV, use_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv(THREADS_ENV, raising=False)
+        torch.set_num_threads(2)
+        assert use_threads() == CPU_THREADS == torch.get_num_threads()
+        monkeypatch.setenv(THREADS_ENV, "2")
+        assert use_threads() == 2 == torch.get_num_threads()
+        assert use_threads(1) == 1 == torch.get_num_threads()  # the flag wins over the variable
+        for bad in ("0", "-1", "two"):
+            with pytest.raises(ValueError, match="--threads: expected a positive number of CPU threads"):
+                use_threads(bad)
+        monkeypatch.setenv(THREADS_ENV, "many")
+        with pytest.raises(ValueError, match="MINISD3_THREADS: expected a positive number"):
+            use_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_threads_flag_is_checked_at_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "minisd3", "sample", "--ckpt", "course", "--prompt", "one red circle",
+                           "--threads", "0", "--out", str(tmp_path / "a.png")], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr == "error: --threads: expected a positive number of CPU threads, got '0'\n"

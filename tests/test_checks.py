@@ -2,10 +2,13 @@
 plausible wrong ones (the message must contain the keyword a learner needs)."""
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
+from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +16,16 @@ from einops import rearrange
 
 from minisd3 import blocks, ddpm, embeddings, guidance, ode, patches, rectified_flow, timesteps
 from minisd3.course import checks
-from minisd3.course.checks import CHECKS, LESSON_CHECKS, CheckResult, core, lesson01_flows, lesson05_embeddings, lesson07_mmdit
+from minisd3.course.checks import (
+    CHECKS,
+    LESSON_CHECKS,
+    CheckResult,
+    core,
+    lesson01_flows,
+    lesson02_ddpm,
+    lesson05_embeddings,
+    lesson07_mmdit,
+)
 from minisd3.validation import expand_time
 
 REFERENCES = {
@@ -566,3 +578,439 @@ def test_in_a_kernel_one_output_carries_the_line_and_the_json(monkeypatch, capsy
     assert bundle == {"text/plain": result.line, core.RESULT_MIME: result.to_dict()}
     assert bundle[core.RESULT_MIME]["mistake"] == "sign_flipped" and not bundle[core.RESULT_MIME]["passed"]
 
+
+
+# ----------------------------------------------------------------------------- the solutions pass
+
+SOLUTION_NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "solutions").glob("*.ipynb"))
+
+
+def solution_functions() -> dict:
+    """Each checked function as the solution notebooks define it (only its ``def``, with the notebook's imports)."""
+    found = {}
+    for path in SOLUTION_NOTEBOOKS:
+        cells = [cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+        namespace: dict = {}
+        imports = [line for source in cells for line in source.splitlines()
+                   if line.startswith(("import ", "from ")) and "env_report" not in line]
+        exec("\n".join(imports), namespace)
+        for source in cells:
+            if not any(f"def {name}(" in source for name in CHECKS):
+                continue
+            for node in ast.parse(source).body:
+                if isinstance(node, ast.FunctionDef) and node.name in CHECKS:
+                    exec(compile(ast.Module([node], type_ignores=[]), str(path), "exec"), namespace)
+                    found[node.name] = namespace[node.name]
+    return found
+
+
+def test_solution_notebooks_functions_pass(capsys):
+    functions = solution_functions()
+    assert sorted(functions) == sorted(CHECKS)
+    for name, fn in functions.items():
+        result = run_check(name, fn, capsys)
+        assert result.passed, (name, result.message)
+
+
+# ----------------------------------------------------------------------------- a correct answer never fails
+
+def posterior_mean_step(beta_from_ratio=False, clip=None, guard_k0=True, variance_floor=0.0, noise_at_k0=False):
+    """The ancestral step in Ho et al.'s posterior-mean form (eq. 7, as diffusers' DDPMScheduler writes it),
+    x̂0 from ε̂, in float32 with the package's schedule, as a student writes it; ``beta_from_ratio`` takes
+    β_k = 1 − ᾱ_k/ᾱ_{k−1} as diffusers does, ``clip`` clamps x̂0, ``guard_k0=False`` forgets that
+    ᾱ_{−1} = 1 (alpha_bars[k − 1] wraps round), ``variance_floor`` clamps β̃ from below (diffusers' 1e-20),
+    ``noise_at_k0`` adds √β̃_0·n at k = 0 too (zero, or 1e-10·n with the floor, when ᾱ_{−1} = 1)."""
+    def ancestral_step(model, x, k, schedule, noise):
+        alpha_bar = schedule.alpha_bars[k]
+        alpha_bar_prev = schedule.alpha_bars[k - 1] if k > 0 or not guard_k0 else torch.tensor(1.0)
+        if beta_from_ratio:
+            alpha = alpha_bar / alpha_bar_prev
+            beta = 1 - alpha
+        else:
+            alpha, beta = schedule.alphas[k], schedule.betas[k]
+        eps_hat = model(x, schedule.model_time(torch.full((x.shape[0],), k)))
+        x0_hat = (x - (1 - alpha_bar).sqrt() * eps_hat) / alpha_bar.sqrt()
+        if clip is not None:
+            x0_hat = x0_hat.clamp(-clip, clip)
+        mean = (alpha_bar_prev.sqrt() * beta / (1 - alpha_bar) * x0_hat
+                + alpha.sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar) * x)
+        variance = ((1 - alpha_bar_prev) / (1 - alpha_bar) * beta).clamp(min=variance_floor)
+        if k == 0 and guard_k0 and not noise_at_k0:
+            return mean
+        return mean + variance.sqrt() * noise
+    return ancestral_step
+
+
+def test_float32_rounding_of_the_schedule_is_what_made_the_posterior_form_fail():
+    schedule = ddpm.linear_schedule()
+    beta0, one_minus_alpha_bar0 = schedule.betas[0], 1 - schedule.alpha_bars[0]
+    assert 1e-4 < abs(float(one_minus_alpha_bar0 - beta0)) / float(beta0) < 3e-4   # not equal in float32
+    assert lesson02_ddpm._float32_slack(schedule, 0) == pytest.approx(abs(float(one_minus_alpha_bar0 - beta0))
+                                                                       / float(beta0), rel=1e-3)
+
+
+@pytest.mark.parametrize("fn", [
+    ancestral_variant(),
+    posterior_mean_step(),
+    posterior_mean_step(beta_from_ratio=True),
+    posterior_mean_step(beta_from_ratio=True, variance_floor=1e-20, noise_at_k0=True),
+    posterior_mean_step(noise_at_k0=True),
+], ids=["eps_form", "posterior_mean", "posterior_mean_diffusers_beta", "posterior_mean_variance_floor_noise_at_0",
+        "posterior_mean_zero_noise_at_0"])
+def test_every_equal_form_of_the_ancestral_step_passes_at_every_k(fn, monkeypatch, capsys):
+    assert run_check("ancestral_step", fn, capsys).passed
+    monkeypatch.setattr(lesson02_ddpm, "_ANCESTRAL_CASES", tuple((k, (16, 2)) for k in range(1000)))
+    result = run_check("ancestral_step", fn, capsys)
+    assert result.passed, result.message
+
+
+def ancestral_with(divide_by=lambda alpha, alpha_bar: alpha.sqrt(),
+                   eps_coefficient=lambda beta, alpha_bar: beta / (1 - alpha_bar).sqrt()):
+    """The ε form with its divisor or its ε̂ coefficient replaced (the correct noise, none at k = 0)."""
+    def ancestral_step(model, x, k, schedule, noise):
+        beta, alpha, alpha_bar = schedule.betas[k], schedule.alphas[k], schedule.alpha_bars[k]
+        eps_hat = model(x, schedule.model_time(torch.full((x.shape[0],), k)))
+        mean = (x - eps_coefficient(beta, alpha_bar) * eps_hat) / divide_by(alpha, alpha_bar)
+        if k == 0:
+            return mean
+        return mean + ((1 - schedule.alpha_bars[k - 1]) / (1 - alpha_bar) * beta).sqrt() * noise
+    return ancestral_step
+
+
+def ancestral_previous_alpha_bar(model, x, k, schedule, noise):
+    """ᾱ_{k−1} for ᾱ_k (alpha_bars[k − 1]) and ᾱ_{k−2} for ᾱ_{k−1}, as an off-by-one student indexes them."""
+    beta, alpha, alpha_bar = schedule.betas[k], schedule.alphas[k], schedule.alpha_bars[k - 1]
+    eps_hat = model(x, schedule.model_time(torch.full((x.shape[0],), k)))
+    mean = (x - beta / (1 - alpha_bar).sqrt() * eps_hat) / alpha.sqrt()
+    if k == 0:
+        return mean
+    return mean + ((1 - schedule.alpha_bars[k - 2]) / (1 - alpha_bar) * beta).sqrt() * noise
+
+
+ancestral_eps_coefficient = ancestral_with(eps_coefficient=lambda beta, alpha_bar: (1 - alpha_bar).sqrt())
+
+
+def ancestral_sigma_beta(model, x, k, schedule, noise):
+    beta, alpha, alpha_bar = schedule.betas[k], schedule.alphas[k], schedule.alpha_bars[k]
+    mean = (x - beta / (1 - alpha_bar).sqrt() * model(x, schedule.model_time(torch.full((x.shape[0],), k))))
+    mean = mean / alpha.sqrt()
+    return mean if k == 0 else mean + beta.sqrt() * noise
+
+
+@pytest.mark.parametrize("fn, mistake", [
+    # the wrong variants named before this change, in the ε form …
+    (ancestral_variant(sign=1.0), "sign_flipped"),
+    (ancestral_variant(noise_at_zero=True), "noise_at_last_step"),
+    (ancestral_variant(root_sigma=False), "missing_sqrt_noise"),
+    (ancestral_variant(pass_k=True), "model_got_step_index"),
+    (ancestral_variant(divide=False), "missing_alpha_division"),
+    (ancestral_sigma_beta, "noise_scale_beta"),
+    (lambda model, x, k, schedule, noise: ancestral_variant()(model, x, k, schedule, 0 * noise), "missing_noise"),
+    (ancestral_with(divide_by=lambda alpha, alpha_bar: alpha), "missing_sqrt_alpha"),
+    (ancestral_with(divide_by=lambda alpha, alpha_bar: alpha_bar.sqrt()), "divided_by_alpha_bar"),
+    (ancestral_with(eps_coefficient=lambda beta, alpha_bar: beta / (1 - alpha_bar)), "missing_sqrt_eps_coefficient"),
+    # … the new ones …
+    (ancestral_previous_alpha_bar, "alpha_bar_previous_step"),
+    (ancestral_eps_coefficient, "eps_coefficient_sqrt_one_minus_alpha_bar"),
+    (posterior_mean_step(clip=1.0), "clipped_x0"),
+    (posterior_mean_step(beta_from_ratio=True, clip=1.0), "clipped_x0"),
+    (posterior_mean_step(guard_k0=False), "alpha_bar_prev_wrapped"),
+    # … and the usual slips written in the posterior-mean form, named all the same
+    (lambda model, x, k, schedule, noise: posterior_mean_step()(model, x, k, schedule, noise)
+     + (schedule.betas[0].sqrt() * noise if k == 0 else 0), "noise_at_last_step"),
+    (lambda model, x, k, schedule, noise: posterior_mean_step()(model, x, k, schedule, 0 * noise), "missing_noise"),
+])
+def test_ancestral_step_wrong_variants_stay_named(fn, mistake, capsys):
+    result = run_check("ancestral_step", fn, capsys)
+    assert not result.passed
+    assert result.mistake == mistake, result
+
+
+# ----------------------------------------------------------------------------- a wrong answer never passes
+
+def logit_normal_global_seed(n, m=0.0, s=1.0, generator=None, device=None):
+    torch.manual_seed(0)
+    return torch.sigmoid(m + s * torch.randn(n))
+
+
+def logit_normal_global_rng(n, m=0.0, s=1.0, generator=None, device=None):
+    return torch.sigmoid(m + s * torch.randn(n))
+
+
+def logit_normal_reseeds_generator(n, m=0.0, s=1.0, generator=None, device=None):
+    generator.manual_seed(0)
+    return torch.sigmoid(m + s * torch.randn(n, generator=generator))
+
+
+def eps_loss_global_seed(model, x0, schedule, generator=None):
+    torch.manual_seed(0)
+    k = torch.randint(0, schedule.num_steps, (x0.shape[0],))
+    eps = torch.randn(x0.shape)
+    return ((model(ddpm.q_sample(x0, k, eps, schedule), schedule.model_time(k)) - eps) ** 2).mean()
+
+
+def eps_loss_randn_like(model, x0, schedule, generator=None):
+    k = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator)
+    eps = torch.randn_like(x0)
+    return ((model(ddpm.q_sample(x0, k, eps, schedule), schedule.model_time(k)) - eps) ** 2).mean()
+
+
+def eps_loss_own_generator(model, x0, schedule, generator=None):
+    own = torch.Generator().manual_seed(1234)
+    k = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=own)
+    eps = torch.randn(x0.shape, generator=own)
+    return ((model(ddpm.q_sample(x0, k, eps, schedule), schedule.model_time(k)) - eps) ** 2).mean()
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("sample_logit_normal", logit_normal_global_seed),
+    ("sample_logit_normal", logit_normal_global_rng),
+    ("sample_logit_normal", logit_normal_reseeds_generator),
+    ("sample_logit_normal", logit_normal_variant(use_generator=False)),
+    ("eps_loss", eps_loss_global_seed),
+    ("eps_loss", eps_loss_randn_like),
+    ("eps_loss", eps_loss_own_generator),
+    ("eps_loss", eps_loss_variant(use_generator=False)),
+])
+def test_global_rng_is_named(name, fn, capsys):
+    result = run_check(name, fn, capsys)
+    assert not result.passed
+    assert result.mistake == "ignores_generator", result
+    assert "generator=generator" in result.message
+
+
+def test_only_eps_loss_and_sample_logit_normal_take_a_generator():
+    """The checks that hand the learner a generator are the two above; the others pass no randomness in."""
+    import inspect
+
+    takes = {name for name, fn in REFERENCES.items() if "generator" in inspect.signature(fn).parameters}
+    assert takes == {"eps_loss", "sample_logit_normal"}
+
+
+# ----------------------------------------------------------------------------- the message names the mistake
+
+def _q_sample_with(index_shift=0, signal=lambda ab: ab.sqrt(), noise=lambda ab: (1 - ab).sqrt(), table="alpha_bars"):
+    def q_sample(x0, k, eps, schedule):
+        ab = getattr(schedule, table)[k + index_shift].reshape(-1, *[1] * (x0.ndim - 1))
+        return signal(ab) * x0 + noise(ab) * eps
+    return q_sample
+
+
+def _eps_loss_with(draw_eps=torch.randn, alpha_bar_shift=0, time=lambda k, s: s.model_time(k), reduce=F.mse_loss,
+                   target="eps"):
+    def eps_loss(model, x0, schedule, generator=None):
+        k = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator)
+        eps = draw_eps(x0.shape, generator=generator)
+        ab = schedule.alpha_bars[k + alpha_bar_shift][:, None]
+        x_k = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        return reduce(model(x_k, time(k, schedule)), eps if target == "eps" else x0)
+    return eps_loss
+
+
+def _embedding_with(log=math.log, divisor=lambda dim: dim // 2, scale=1000.0, first=0, sin_first=False):
+    def timestep_embedding(t, dim=256):
+        half = dim // 2
+        omega = torch.exp(-log(10000) * torch.arange(first, half + first, dtype=torch.float32) / divisor(dim))
+        angles = scale * t[:, None] * omega[None]
+        parts = [torch.sin(angles), torch.cos(angles)] if sin_first else [torch.cos(angles), torch.sin(angles)]
+        return torch.cat(parts, dim=1)
+    return timestep_embedding
+
+
+def _joint_with(merge="transpose", scale=lambda d: math.sqrt(d), separate=False, split_first=False):
+    def joint_attention(streams):
+        lengths = [q.shape[2] for q, _, _ in streams]
+        groups = [[s] for s in streams] if separate else [streams]
+        outs = []
+        for group in groups:
+            q, k, v = (torch.cat(parts, dim=2) for parts in zip(*group))
+            logits = q @ k.transpose(-2, -1)
+            out = (logits / scale(q.shape[-1]) if scale else logits).softmax(-1) @ v
+            b, h, n, d = out.shape
+            parts = out.split(lengths, dim=2) if split_first and not separate else [out]
+            for part in parts:
+                merged = (part.transpose(1, 2).reshape(b, part.shape[2], h * d) if merge == "transpose"
+                          else part.reshape(b, part.shape[2], h * d))
+                outs.extend([merged] if separate or split_first else list(merged.split(lengths, dim=1)))
+        return outs
+    return joint_attention
+
+
+def _rms_with(denominator, gain=True, default_eps=1e-6):
+    def rms_norm(u, g, eps=default_eps):
+        out = u / denominator(u, eps)
+        return out * g if gain else out
+    return rms_norm
+
+
+def _heun_with(predict_h=True, half=0.5, corrector_at_start=False, first_weight=1.0):
+    def heun(velocity, z, steps):
+        grid = torch.linspace(1, 0, steps + 1)
+        for t, t_next in zip(grid[:-1], grid[1:]):
+            h = t_next - t
+            v1 = velocity(z, t.expand(z.shape[0]))
+            z_pred = z + (h if predict_h else 1.0) * v1
+            v2 = velocity(z_pred, (t if corrector_at_start else t_next).expand(z.shape[0]))
+            z = z + h * half * (first_weight * v1 + v2)
+        return z
+    return heun
+
+
+def eps_loss_no_schedule(model, x0, schedule, generator=None):
+    k = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    return ((model(x0 + eps, schedule.model_time(k)) - eps) ** 2).mean()
+
+
+def euler_one_step_too_many(model, noise, steps):
+    z, dt = noise, 1.0 / steps
+    for i in range(steps + 1):
+        z = z - dt * model(z, torch.full((z.shape[0],), 1 - i * dt))
+    return z
+
+
+def positions_xy_meshgrid(dim, rows, cols):
+    k = dim // 4
+    omega = 10000.0 ** (-torch.arange(k, dtype=torch.float64) / k)
+    i, j = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64), indexing="xy")
+
+    def sc(p):
+        angles = p.flatten()[:, None] * omega[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([sc(j), sc(i)], dim=1).float()
+
+
+def _straightness_with(batch="mean", weights="abs"):
+    def straightness(trajectory):
+        h = trajectory.times[1:] - trajectory.times[:-1]
+        d = (trajectory.start - trajectory.end)[None] - trajectory.velocities
+        per = (d**2).flatten(2).sum(2)
+        per = per.mean(1) if batch == "mean" else per.sum(1)
+        w = {"abs": h.abs(), "none": torch.ones_like(h)}[weights]
+        return float((w * per).sum())
+    return straightness
+
+
+WRONG_ANSWERS = [
+    # (check, what the student did, their function, the mistake the check should name or None)
+    ("heun", "Euler instead of Heun", heun_euler, "euler_not_heun"),
+    ("heun", "prediction without the step size", _heun_with(predict_h=False), "prediction_missing_step_size"),
+    ("heun", "no ½ in the average", _heun_with(half=1.0), "missing_half"),
+    ("heun", "corrector at the start time", _heun_with(corrector_at_start=True), "corrector_at_start_time"),
+    ("gaussian_velocity", "forgot − μ", gaussian_variant(drop_mean=True), "missing_minus_mean"),
+    ("gaussian_velocity", "variance weights not squared", gaussian_variant(squares=False), "variance_not_squared"),
+    ("gaussian_velocity", "sign flipped", gaussian_variant(sign=-1.0), "sign_flipped"),
+    ("q_sample", "ᾱ_{k−1} (alpha_bars[k - 1])", _q_sample_with(index_shift=-1), "alpha_bar_previous_step"),
+    ("q_sample", "no square roots", _q_sample_with(signal=lambda ab: ab, noise=lambda ab: 1 - ab), "missing_sqrt"),
+    ("q_sample", "α_k instead of ᾱ_k", _q_sample_with(table="alphas"), "alpha_not_cumulative"),
+    ("q_sample", "noise scale 1 − √ᾱ", _q_sample_with(noise=lambda ab: 1 - ab.sqrt()), "noise_scale_one_minus_sqrt"),
+    ("eps_loss", "ᾱ_{k−1} in the noising", _eps_loss_with(alpha_bar_shift=-1), "alpha_bar_previous_step"),
+    ("eps_loss", "t = k/T", _eps_loss_with(time=lambda k, s: k.float() / s.num_steps), "time_k_over_T"),
+    ("eps_loss", "t = k (the index)", _eps_loss_with(time=lambda k, s: k), "model_got_step_index"),
+    ("eps_loss", "uniform noise", _eps_loss_with(draw_eps=torch.rand), "noise_not_normal"),
+    ("eps_loss", "target x0", _eps_loss_with(target="x0"), "target_x0"),
+    ("eps_loss", "L1 loss", _eps_loss_with(reduce=F.l1_loss), "missing_square"),
+    ("eps_loss", "summed loss", _eps_loss_with(reduce=lambda a, b: ((a - b) ** 2).sum()), "sum_not_mean"),
+    ("eps_loss", "torch.manual_seed inside", eps_loss_global_seed, "ignores_generator"),
+    ("eps_loss", "torch.randn_like for ε", eps_loss_randn_like, "ignores_generator"),
+    ("ancestral_step", "ᾱ_{k−1} for ᾱ_k", ancestral_previous_alpha_bar, "alpha_bar_previous_step"),
+    ("ancestral_step", "√(1 − ᾱ_k) as the ε̂ coefficient", ancestral_eps_coefficient,
+     "eps_coefficient_sqrt_one_minus_alpha_bar"),
+    ("ancestral_step", "x̂0 clipped like diffusers", posterior_mean_step(clip=1.0), "clipped_x0"),
+    ("ancestral_step", "posterior form without the k = 0 case", posterior_mean_step(guard_k0=False),
+     "alpha_bar_prev_wrapped"),
+    ("ancestral_step", "σ_k = √β_k", ancestral_sigma_beta, "noise_scale_beta"),
+    ("ancestral_step", "noise also at k = 0", ancestral_variant(noise_at_zero=True), "noise_at_last_step"),
+    ("interpolate", "noise not scaled by t", lambda x0, eps, t: (1 - expand_time(torch.as_tensor(t), x0)) * x0 + eps,
+     "noise_not_scaled"),
+    ("interpolate", "t and 1 − t swapped", interpolate_variant(swap=True), "time_reversed"),
+    ("velocity_target", "x0 − ε (the paper's direction)", lambda x0, eps: x0 - eps, "sign_flipped"),
+    ("euler_sample", "z + Δ·v", euler_variant(sign=1.0), "sign_flipped"),
+    ("euler_sample", "velocity at the end of the step", euler_variant(at_end=True), "velocity_at_step_end"),
+    ("straightness", "summed over the batch", _straightness_with(batch="sum"), "sum_over_batch"),
+    ("straightness", "no step weights", _straightness_with(weights="none"), "missing_step_size"),
+    ("sample_logit_normal", "torch.manual_seed inside", logit_normal_global_seed, "ignores_generator"),
+    ("sample_logit_normal", "global RNG", logit_normal_global_rng, "ignores_generator"),
+    ("sample_logit_normal", "torch.rand for n",
+     lambda n, m=0.0, s=1.0, generator=None, device=None: torch.sigmoid(m + s * torch.rand(n, generator=generator)),
+     "not_normal"),
+    ("sample_logit_normal", "m outside the sigmoid",
+     lambda n, m=0.0, s=1.0, generator=None, device=None: m + torch.sigmoid(s * torch.randn(n, generator=generator)),
+     "location_outside_sigmoid"),
+    ("sample_logit_normal", "1 − t", lambda n, m=0.0, s=1.0, generator=None, device=None:
+     1 - torch.sigmoid(m + s * torch.randn(n, generator=generator)), "location_sign_flipped"),
+    ("shift_time", "denominator 1 + α·t", lambda t, alpha: alpha * t / (1 + alpha * t), "wrong_denominator"),
+    ("shift_time", "α missing from the numerator", lambda t, alpha: t / (1 + (alpha - 1) * t), "missing_alpha_numerator"),
+    ("shift_time", "shift the other way", lambda t, alpha: t / (alpha - (alpha - 1) * t), "shift_reversed"),
+    ("timestep_embedding", "math.log10(10000)", _embedding_with(log=math.log10), "log10"),
+    ("timestep_embedding", "divided by dim", _embedding_with(divisor=lambda dim: dim), "divisor_dim"),
+    ("timestep_embedding", "t not scaled", _embedding_with(scale=1.0), "time_not_scaled"),
+    ("timestep_embedding", "sin first", _embedding_with(sin_first=True), "sin_cos_swapped"),
+    ("timestep_embedding", "i from 1", _embedding_with(first=1), "index_from_one"),
+    ("sincos_2d_positions", "rows first", positions_variant(columns_first=False), "rows_first"),
+    ("sincos_2d_positions", "divided by dim",
+     lambda dim, rows, cols: lesson05_embeddings._positions_2d(dim, rows, cols, divisor=dim).float(), "divisor_dim"),
+    ("patchify", "plain reshape", lambda x, p: x.reshape(x.shape[0], -1, p * p * x.shape[1]), "plain_reshape"),
+    ("patchify", "channel first", patchify_variant("b (h w) (c p q)"), "channel_first"),
+    ("unpatchify", "plain reshape", lambda tokens, p, grid: tokens.reshape(tokens.shape[0], -1, grid[0] * p, grid[1] * p),
+     "plain_reshape"),
+    ("modulate", "x·(1 − scale)", lambda x, shift, scale: x * (1 - scale[:, None]) + shift[:, None], "one_minus_scale"),
+    ("modulate", "no 1 +", lambda x, shift, scale: x * scale[:, None] + shift[:, None], "missing_one_plus"),
+    ("modulate", "no shift", lambda x, shift, scale: x * (1 + scale[:, None]), "missing_shift"),
+    ("cfg_combine", "started from v_cond", lambda v_u, v_c, w: (1 + w) * v_c - w * v_u, "started_from_cond"),
+    ("cfg_combine", "w on v_cond only", lambda v_u, v_c, w: v_u + w * v_c, "w_on_cond_only"),
+    ("joint_attention", "heads merged by reshape", _joint_with(merge="reshape"), "heads_merged_by_reshape"),
+    ("joint_attention", "split, then heads merged by reshape", _joint_with(merge="reshape", split_first=True),
+     "heads_merged_by_reshape"),
+    ("joint_attention", "scale 1/d", _joint_with(scale=lambda d: d), "scale_by_d"),
+    ("joint_attention", "no scale", _joint_with(scale=None), "missing_scale"),
+    ("joint_attention", "separate attention", _joint_with(separate=True), "separate_attention"),
+    ("rms_norm", "variance", _rms_with(lambda u, eps: (u.var(-1, keepdim=True) + eps).sqrt()), "variance_not_mean_square"),
+    ("rms_norm", "std + ε", _rms_with(lambda u, eps: u.std(-1, keepdim=True) + eps), "variance_not_mean_square"),
+    ("rms_norm", "LayerNorm", lambda u, g, eps=1e-6: F.layer_norm(u, u.shape[-1:], weight=g, eps=eps), "subtracted_mean"),
+    ("rms_norm", "ε outside the root", _rms_with(lambda u, eps: u.pow(2).mean(-1, keepdim=True).sqrt() + eps),
+     "eps_outside_sqrt"),
+    ("rms_norm", "F.normalize", lambda u, g, eps=1e-6: F.normalize(u, dim=-1) * g, "l2_norm"),
+    ("rms_norm", "default ε 1e-5", _rms_with(lambda u, eps: (u.pow(2).mean(-1, keepdim=True) + eps).sqrt(), default_eps=1e-5),
+     "wrong_default_eps"),
+    ("rms_norm", "no gain", _rms_with(lambda u, eps: (u.pow(2).mean(-1, keepdim=True) + eps).sqrt(), gain=False),
+     "missing_gain"),
+    ("heun", "second velocity only", _heun_with(half=1.0, first_weight=0.0), "corrector_only"),
+    ("eps_loss", "x0 + ε, no schedule", eps_loss_no_schedule, "input_not_q_sample"),
+    ("ancestral_step", "noise of its own", lambda model, x, k, schedule, noise:
+     ddpm.ancestral_step(model, x, k, schedule, torch.randn_like(x)), "ignored_noise_argument"),
+    ("euler_sample", "steps + 1 evaluations", euler_one_step_too_many, "wrong_evaluation_count"),
+    ("straightness", "signed step weights", straightness_variant(weight="signed"), "negative_weights"),
+    ("sincos_2d_positions", "meshgrid indexing='xy'", positions_xy_meshgrid, "column_major"),
+    ("patchify", "unfold, channels first", lambda x, p: x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5)
+     .reshape(x.shape[0], -1, x.shape[1] * p * p), "channel_first"),
+    ("unpatchify", "grid read as (cols, rows)", unpatchify_variant("b (h w) (p q c)", swap_grid=True), "grid_swapped"),
+    ("cfg_combine", "difference the wrong way round", lambda v_u, v_c, w: v_u + w * (v_u - v_c), "sign_flipped"),
+    ("rms_norm", "mean |u|", _rms_with(lambda u, eps: u.abs().mean(-1, keepdim=True) + eps), "mean_abs_not_rms"),
+    # plausible slips no variant is catalogued for (the check still fails them, without a name)
+    ("q_sample", "ᾱ_k not reshaped", lambda x0, k, eps, schedule: schedule.alpha_bars[k].sqrt() * x0
+     + (1 - schedule.alpha_bars[k]).sqrt() * eps, None),
+    ("gaussian_velocity", "t not broadcast", lambda z, t, mean, std: (t - (1 - t) * std**2) / ((1 - t) ** 2 * std**2 + t**2)
+     * (z - (1 - t) * mean) - mean, None),
+    ("timestep_embedding", "halves stacked along the batch", lambda t, dim=256: torch.cat(
+        embedding_variant()(t, dim).split(dim // 2, dim=1), dim=0), None),
+    ("modulate", "scale broadcast over the batch", lambda x, shift, scale: x * (1 + scale[None]) + shift[None], None),
+    ("rms_norm", "mean without keepdim", lambda u, g, eps=1e-6: u / (u.pow(2).mean(-1) + eps).sqrt()[..., None, :] * g,
+     None),
+    ("timestep_embedding", "a fixed 128 frequencies", embedding_variant(fixed_half=128), None),
+]
+
+
+def test_most_wrong_answers_are_named_and_all_fail(capsys):
+    assert len(WRONG_ANSWERS) >= 40
+    results = [(name, what, run_check(name, fn, capsys), expected) for name, what, fn, expected in WRONG_ANSWERS]
+    passed = [f"{name}: {what}" for name, what, result, _ in results if result.passed]
+    unnamed = [f"{name}: {what} — {result.message}" for name, what, result, _ in results
+               if not result.passed and result.mistake is None]
+    misnamed = [f"{name}: {what}: expected {expected}, got {result.mistake} — {result.message}"
+                for name, what, result, expected in results if expected is not None and result.mistake != expected]
+    assert not passed, passed
+    named = len(results) - len(unnamed)
+    assert named >= 0.8 * len(results), f"{named}/{len(results)} named; unnamed:\n" + "\n".join(unnamed)
+    assert not misnamed, "\n".join(misnamed)

@@ -147,17 +147,19 @@ def _call(fn: Callable, name: str, *args, hint: str = "", **kwargs):
     return out
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
-    return torch.allclose(a.double(), b.double(), rtol=1e-4, atol=atol)
+def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    return torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol)
 
 
 def _compare(got, want: torch.Tensor, mutations: Sequence[tuple[str, str, torch.Tensor]], *, formula: str,
-             shape_hint: str = "", atol: float = 1e-5) -> None:
-    """Pass when ``got`` equals ``want``; otherwise name the first mutation it equals, or say how far off it is.
+             shape_hint: str = "", atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """Pass when ``got`` equals ``want``; otherwise name the mutation it equals (the closest, when several are
+    within tolerance), or say how far off it is.
 
     ``mutations`` are the catalogued wrong variants, ``(mistake, message, wrong)``: the identifier the
     result carries, the learner's message and the variant's output on the same inputs.
-    ``atol`` is the absolute tolerance (loosen it where float32 rounding of large arguments shows).
+    ``atol`` is the absolute tolerance (loosen it where float32 rounding of large arguments shows) and
+    ``rtol`` the relative one (loosen it where algebraically equal forms round differently in float32).
     """
     if not isinstance(got, torch.Tensor):
         raise Mistake(f"should return a torch.Tensor, got {type(got).__name__}")
@@ -169,14 +171,28 @@ def _compare(got, want: torch.Tensor, mutations: Sequence[tuple[str, str, torch.
     got = got.detach().cpu().double()
     if not torch.isfinite(got).all():
         raise Mistake("the result contains NaN or inf; look for a division by zero or a log of 0")
-    if _close(got, want, atol):
+    if _close(got, want, atol, rtol):
         return
-    for mistake, message, wrong in mutations:
-        if wrong.shape == got.shape and _close(got, wrong, atol):
-            raise Mistake(message, mistake)
+    matches = [(float((got - wrong.double()).abs().max()), index) for index, (_, _, wrong) in enumerate(mutations)
+               if wrong.shape == got.shape and _close(got, wrong, atol, rtol)]
+    if matches:  # the closest variant (the first of equally close ones): near-by variants can both be within tolerance
+        mistake, message, _ = mutations[min(matches)[1]]
+        raise Mistake(message, mistake)
     worst = (got - want.double()).abs().max().item()
     raise Mistake(f"values differ from {formula} by up to {worst:.3g}, and not in one of the usual ways; "
                   "compare your code with the formula term by term")
+
+
+def _require_generator(same_seed_same: bool, other_seed_differs: bool, what: str, how: str) -> None:
+    """Fail with ``ignores_generator`` unless two calls with equally seeded generators drew the same
+    ``what`` and a call with a differently seeded one drew different ``what``; ``how`` says how to draw."""
+    if not same_seed_same:
+        raise Mistake(f"ignores the generator: two calls with the same seed drew different {what}; draw them with "
+                      f"the generator you are given: {how}", "ignores_generator")
+    if not other_seed_differs:
+        raise Mistake(f"ignores the generator: two different seeds drew the same {what}, so your draws do not "
+                      "come from the generator you are given (torch.manual_seed or a generator of your own inside "
+                      f"the function fixes them); draw them with it: {how}", "ignores_generator")
 
 
 def _as_number(value, name: str) -> float:

@@ -24,12 +24,12 @@ def check_heun(heun: Callable) -> None:
         got = _call(heun, "heun", recorder, z, steps)
         _check_sampler_times(recorder, steps, per_step=2)
 
-        def variant(corrector_at_z=False, half=0.5, sign=1.0):
+        def variant(corrector_at_z=False, half=0.5, sign=1.0, predict_step=None, first_weight=1.0):
             def step(v, zz, t, t_next):
                 h = sign * (t_next[0] - t[0])
                 v1 = v(zz, t)
-                v2 = v(zz if corrector_at_z else zz + h * v1, t_next)
-                return zz + h * half * (v1 + v2)
+                v2 = v(zz if corrector_at_z else zz + (h if predict_step is None else predict_step) * v1, t_next)
+                return zz + h * half * (first_weight * v1 + v2)
             return _simulate(_curved_field, z, steps, step)
 
         _compare(got, ode.heun(_curved_field, z, steps), [
@@ -39,6 +39,10 @@ def check_heun(heun: Callable) -> None:
              variant(half=1.0)),
             ("corrector_at_z", "the second velocity must be taken at the Euler-predicted point z̃ = z + h·v(z, t), not at z",
              variant(corrector_at_z=True)),
+            ("corrector_only", "updated z with the second velocity only; Heun averages both, "
+             "z ← z + h·½(v(z, t) + v(z̃, t + h))", variant(half=1.0, first_weight=0.0)),
+            ("prediction_missing_step_size", "the Euler prediction needs the step size: z̃ = z + h·v(z, t), not z + v(z, t)",
+             variant(predict_step=1.0)),
         ], formula="Heun's update z + h·½(v(z, t) + v(z̃, t + h))", shape_hint=_NOT_FINAL)
 
 

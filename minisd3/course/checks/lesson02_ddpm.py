@@ -9,7 +9,10 @@ import torch
 from ... import ddpm
 from ...seeding import make_generator, randn
 from ...validation import expand_time
-from .core import Mistake, _as_number, _call, _check, _compare, _near, _Recorder
+from .core import Mistake, _as_number, _call, _check, _compare, _near, _Recorder, _require_generator
+
+_PREVIOUS_STEP = ("used ᾱ_{k−1} where ᾱ_k belongs: step k uses ᾱ_k = α_0·α_1·…·α_k, the product up to and "
+                  "including step k")
 
 _BROADCAST_HINT = ("ᾱ_k has shape (B,): reshape it to (B, 1, …) to broadcast against x0 "
                    "(e.g. .view(-1, *[1] * (x0.ndim - 1)))")
@@ -32,6 +35,8 @@ def check_q_sample(q_sample: Callable) -> None:
 
         ab, a, b = at(schedule.alpha_bars), at(schedule.alphas), at(schedule.betas)
         ab_next = at(torch.cat([schedule.alpha_bars[1:], schedule.alpha_bars[-1:]]))
+        ab_prev_wrapped = at(schedule.alpha_bars.roll(1))  # alpha_bars[k - 1]: k = 0 wraps round to ᾱ_{T−1}
+        ab_prev_one = at(torch.cat([torch.ones(1), schedule.alpha_bars[:-1]]))  # ᾱ_{−1} = 1
         _compare(got, ddpm.q_sample(x0, k, eps, schedule), [
             ("missing_sqrt", "missing square roots: x_k = √ᾱ_k·x0 + √(1 − ᾱ_k)·ε; "
              "you used ᾱ_k and 1 − ᾱ_k without the √",
@@ -50,7 +55,25 @@ def check_q_sample(q_sample: Callable) -> None:
             ("noise_sign_flipped", "the noise term has the wrong sign: add √(1 − ᾱ_k)·ε", ab.sqrt() * x0 - (1 - ab).sqrt() * eps),
             ("index_off_by_one", "index off by one: use ᾱ at index k (schedule.alpha_bars[k])",
              ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps),
+            ("alpha_bar_previous_step", _PREVIOUS_STEP + " (schedule.alpha_bars[k])",
+             ab_prev_wrapped.sqrt() * x0 + (1 - ab_prev_wrapped).sqrt() * eps),
+            ("alpha_bar_previous_step", _PREVIOUS_STEP + " (schedule.alpha_bars[k])",
+             ab_prev_one.sqrt() * x0 + (1 - ab_prev_one).sqrt() * eps),
+            ("noise_scale_one_minus_sqrt", "the noise scale is √(1 − ᾱ_k), the square root of the noise variance, "
+             "not 1 − √ᾱ_k", ab.sqrt() * x0 + (1 - ab.sqrt()) * eps),
         ], formula="√ᾱ_k·x0 + √(1 − ᾱ_k)·ε", shape_hint=_BROADCAST_HINT)
+
+
+def _standard_normal(eps: torch.Tensor) -> bool:
+    """Whether draws look like N(0, 1): finite, mean within 0.1 of 0 and standard deviation within 0.1 of 1."""
+    return bool(torch.isfinite(eps).all()) and abs(eps.mean().item()) <= 0.1 and abs(eps.std().item() - 1) <= 0.1
+
+
+def _loss_value(loss) -> float | None:
+    """The learner's loss as a float when it is one number (a tensor or a Python number), else None."""
+    if isinstance(loss, torch.Tensor):
+        return float(loss.detach()) if loss.numel() == 1 else None
+    return float(loss) if isinstance(loss, (int, float)) else None
 
 
 @_check("eps_loss", "the loss is the mean of (ε̂(x_k, t_k) − ε)² over a uniform k with x_k from q(x_k | x0)")
@@ -60,6 +83,7 @@ def check_eps_loss(eps_loss: Callable) -> None:
     The learner draws k and ε, so the check hands in a recording model and reads back what it was
     given: t must be (k + 1)/T for integer k spread over 0 … T − 1, the input must be
     √ᾱ_k·x0 + √(1 − ᾱ_k)·ε with ε standard normal, and the loss the mean of (ε̂ − ε)² for that ε.
+    The same seed must give the same draws and another seed other draws (the generator is used).
     """
     schedule = ddpm.linear_schedule()
     steps = schedule.num_steps
@@ -74,9 +98,11 @@ def check_eps_loss(eps_loss: Callable) -> None:
         def forward(self, x, t):
             return self.scale * self.recorder(x, t)
 
-    model = RecordingModel()
-    loss = _call(eps_loss, "eps_loss", model, x0, schedule, generator=make_generator(7))
-    calls = model.recorder.calls
+    def run(seed: int):
+        model = RecordingModel()
+        return _call(eps_loss, "eps_loss", model, x0, schedule, generator=make_generator(seed)), model.recorder.calls
+
+    loss, calls = run(7)
     if not calls:
         raise Mistake("never called the model: the loss compares the model's prediction ε̂(x_k, t) with ε",
                       "model_not_called")
@@ -92,6 +118,9 @@ def check_eps_loss(eps_loss: Callable) -> None:
                       "= (k + 1)/T", "model_got_step_index")
     k_float = t_in.double() * steps - 1
     k = k_float.round().long()
+    if torch.allclose(k_float, k.double(), atol=1e-2) and k.min() == -1:
+        raise Mistake("the model got t = k/T; give it t = schedule.model_time(k) = (k + 1)/T, so that the last step "
+                      "k = T − 1 is t = 1 (pure noise)", "time_k_over_T")
     if not torch.allclose(k_float, k.double(), atol=1e-2) or k.min() < 0:
         raise Mistake("the model's time is not t = (k + 1)/T for an integer step k: draw k with "
                       "torch.randint(0, T, …) and pass schedule.model_time(k)", "time_not_model_time")
@@ -103,9 +132,40 @@ def check_eps_loss(eps_loss: Callable) -> None:
     if torch.allclose(x_in, x0):
         raise Mistake("the model saw the clean data x0; noise it first: x_k = √ᾱ_k·x0 + √(1 − ᾱ_k)·ε",
                       "clean_input")
-    ab = schedule.alpha_bars.double()[k][:, None]
-    eps = (x_in.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt()
-    if abs(eps.mean().item()) > 0.1 or abs(eps.std().item() - 1) > 0.1:
+    x_d, x0_d = x_in.double(), x0.double()
+    pred = 0.5 * x_d
+    value = _loss_value(loss)
+
+    def noise_in_input(signal: torch.Tensor, noise_scale: torch.Tensor) -> torch.Tensor:
+        """The ε that x_k = signal·x0 + noise_scale·ε holds."""
+        return (x_d - signal * x0_d) / noise_scale
+
+    def at(values: torch.Tensor) -> torch.Tensor:
+        return values.double()[k][:, None]
+
+    ab, a = at(schedule.alpha_bars), at(schedule.alphas)
+    eps = noise_in_input(ab.sqrt(), (1 - ab).sqrt())
+    expected = ((pred - eps) ** 2).mean().item()
+    if value is None or not _near(value, expected):
+        ab_prev = at(schedule.alpha_bars.roll(1))  # alpha_bars[k - 1], as a learner indexes it
+        other_inputs = [
+            ("alpha_bar_previous_step", _PREVIOUS_STEP + "; noise x0 with schedule.alpha_bars[k] for the same k you "
+             "turn into t", noise_in_input(ab_prev.sqrt(), (1 - ab_prev).sqrt())),
+            ("alpha_not_cumulative", "noised with α_k = 1 − β_k of one step; q(x_k | x0) needs the cumulative product "
+             "ᾱ_k (schedule.alpha_bars[k])", noise_in_input(a.sqrt(), (1 - a).sqrt())),
+            ("missing_sqrt", "missing square roots in the noising: x_k = √ᾱ_k·x0 + √(1 − ᾱ_k)·ε",
+             noise_in_input(ab, 1 - ab)),
+            ("time_reversed", "x0 and ε swapped in the noising: x_k = √ᾱ_k·x0 + √(1 − ᾱ_k)·ε, almost the clean data "
+             "at k = 0", noise_in_input((1 - ab).sqrt(), ab.sqrt())),
+        ]
+        for mistake, message, other_eps in other_inputs:
+            if (value is not None and _standard_normal(other_eps)
+                    and _near(value, ((pred - other_eps) ** 2).mean().item())):
+                raise Mistake(message, mistake)
+    if not _standard_normal(eps):
+        if abs(eps.mean().item() - 0.5) < 0.05 and abs(eps.std().item() - 12**-0.5) < 0.03:
+            raise Mistake("ε is uniform on [0, 1): draw the noise from N(0, I) with torch.randn(x0.shape, "
+                          "generator=generator), not torch.rand", "noise_not_normal")
         raise Mistake("the model's input is not √ᾱ_k·x0 + √(1 − ᾱ_k)·ε with ε ~ N(0, I) at the k of "
                       "its time; noise x0 with q_sample(x0, k, eps, schedule) and the same k you turn into t",
                       "input_not_q_sample")
@@ -118,9 +178,7 @@ def check_eps_loss(eps_loss: Callable) -> None:
     if not loss.requires_grad:
         raise Mistake("the loss carries no gradient: don't use .item(), .detach() or torch.no_grad() inside the loss",
                       "loss_detached")
-    pred = 0.5 * x_in.double()
     value = float(loss.detach())
-    expected = ((pred - eps) ** 2).mean().item()
     if not _near(value, expected):
         wrong = [
             ("target_x0", "regressed onto x0; ε-prediction's target is the noise ε that was added", ((pred - x0) ** 2).mean()),
@@ -137,24 +195,66 @@ def check_eps_loss(eps_loss: Callable) -> None:
                 raise Mistake(message, mistake)
         raise Mistake(f"the loss is {value:.5g}, but the mean of (ε̂ − ε)² for the ε your x_k contains is "
                       f"{expected:.5g}")
-    again = _call(eps_loss, "eps_loss", RecordingModel(), x0, schedule, generator=make_generator(7))
-    if not _near(value, _as_number(again, "eps_loss")):
-        raise Mistake("ignores the generator: two calls with the same seed gave different losses; draw k and ε "
-                      "with generator=generator (torch.randint(…, generator=generator), "
-                      "torch.randn(…, generator=generator))", "ignores_generator")
+    again, calls_again = run(7)
+    _, calls_other = run(8)
+
+    def same_inputs(other: list) -> bool:
+        return len(other) == 1 and all(torch.equal(u, v) for u, v in zip(calls[0], other[0]))
+
+    _require_generator(same_inputs(calls_again) and _near(value, _as_number(again, "eps_loss")),
+                       not same_inputs(calls_other), "k and ε",
+                       "torch.randint(0, T, (B,), generator=generator) and torch.randn(x0.shape, generator=generator) "
+                       "(torch.randn_like takes no generator)")
+
+
+_ANCESTRAL_CASES = ((999, (24, 2)), (500, (24, 2)), (1, (6, 1, 8, 8)), (0, (24, 2)))
+"""The steps k and the shapes of x ``check_ancestral_step`` tries, in order."""
+
+
+def _float32_slack(schedule: ddpm.NoiseSchedule, k: int) -> float:
+    """How far float32 rounding lets algebraically equal forms of the step at k drift apart, relative:
+    the largest relative float32 error of 1 − ᾱ_j (j = k − 1, k) and of β_k written as 1 − ᾱ_k/ᾱ_{k−1}.
+
+    In float32 1 − ᾱ_0 is not β_0 (off by about 1.7e-4 of it), so the posterior-mean form
+    √ᾱ_{k−1}·β_k/(1 − ᾱ_k)·x̂0 + √α_k·(1 − ᾱ_{k−1})/(1 − ᾱ_k)·x_k differs from the ε form by that much.
+    """
+    exact = torch.cumprod(1 - schedule.betas.double(), dim=0)
+    rounded = schedule.alpha_bars
+    errors = [abs(float(1 - rounded[j]) - float(1 - exact[j])) / float(1 - exact[j]) for j in (k - 1, k) if j >= 0]
+    if k > 0:
+        beta = float(schedule.betas[k])
+        errors.append(abs(float(1 - rounded[k] / rounded[k - 1]) - beta) / beta)
+    return max(errors)
+
+
+def _own_noise(got, want: torch.Tensor, noise: torch.Tensor, variance: float, rtol: float) -> bool:
+    """Whether ``got`` is the right mean plus noise of the right size that is not the ``noise`` handed in."""
+    if not (isinstance(got, torch.Tensor) and got.shape == want.shape and got.is_floating_point()):
+        return False
+    got = got.detach().double()
+    if not torch.isfinite(got).all() or torch.allclose(got, want, rtol=rtol, atol=1e-5):
+        return False
+    drawn = (got - (want - variance**0.5 * noise.double())) / variance**0.5
+    correlation = torch.corrcoef(torch.stack([drawn.flatten(), noise.double().flatten()]))[0, 1].item()
+    return 0.5 < drawn.std().item() < 2 and abs(drawn.mean().item()) < 0.5 and abs(correlation) < 0.5
 
 
 @_check("ancestral_step", "matches minisd3.ddpm.ancestral_step")
 def check_ancestral_step(ancestral_step: Callable) -> None:
     """Check ``ancestral_step(model, x, k, schedule, noise)``: one reverse step x_k → x_{k−1},
-    x_{k−1} = 1/√α_k · (x_k − β_k/√(1 − ᾱ_k) · ε̂) + √β̃_k·n, no noise at k = 0."""
+    x_{k−1} = 1/√α_k · (x_k − β_k/√(1 − ᾱ_k) · ε̂) + √β̃_k·n, no noise at k = 0.
+
+    Every algebraically equal form passes, the posterior-mean form with x̂0 included: the reference is
+    computed in float64 and the tolerance allows for the float32 rounding of the schedule at k."""
     gen = make_generator(203)
     schedule = ddpm.linear_schedule()
+    exact_schedule = ddpm.NoiseSchedule(schedule.betas.double())
+    alpha_bars = schedule.alpha_bars
 
     def eps_model(x, t):
         return torch.tanh(x) * (0.5 + expand_time(t, x))
 
-    for k, shape in ((999, (24, 2)), (500, (24, 2)), (1, (6, 1, 8, 8)), (0, (24, 2))):
+    for k, shape in _ANCESTRAL_CASES:
         x, noise = randn(shape, gen), randn(shape, gen)
         recorder = _Recorder(eps_model, "model", allow_integer_t=True)
         got = _call(ancestral_step, "ancestral_step", recorder, x, k, schedule, noise)
@@ -168,12 +268,20 @@ def check_ancestral_step(ancestral_step: Callable) -> None:
         if not torch.allclose(t_in.double(), torch.full_like(t_in.double(), expected_t), atol=1e-6):
             raise Mistake(f"the model got t = {float(t_in[0]):.4g} at k = {k}; it must see t = schedule.model_time(k) "
                           f"= (k + 1)/T = {expected_t:.4g}", "wrong_model_time")
-        beta, alpha, ab = schedule.betas[k], schedule.alphas[k], schedule.alpha_bars[k]
-        ab_prev = schedule.alpha_bars[k - 1] if k > 0 else torch.tensor(1.0)
+        beta, alpha, ab = schedule.betas[k], schedule.alphas[k], alpha_bars[k]
+        ab_prev = alpha_bars[k - 1] if k > 0 else torch.tensor(1.0)
         posterior_var = (1 - ab_prev) / (1 - ab) * beta
         eps_hat = eps_model(x, schedule.model_time(torch.full((shape[0],), k)))
         mean = (x - beta / (1 - ab).sqrt() * eps_hat) / alpha.sqrt()
         noise_term = posterior_var.sqrt() * noise
+        x0_hat = (x - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
+
+        def posterior_mean(x0_pred, ab_before=ab_prev):
+            return ab_before.sqrt() * beta / (1 - ab) * x0_pred + alpha.sqrt() * (1 - ab_before) / (1 - ab) * x
+
+        # alpha_bars[k - 1] for ᾱ_k (and alpha_bars[k - 2] for ᾱ_{k−1}), wrapping round as Python indexes
+        ab_shifted = alpha_bars[k - 1]
+        mean_shifted = (x - beta / (1 - ab_shifted).sqrt() * eps_hat) / alpha.sqrt()
         mutations = [
             ("sign_flipped", "sign flipped: subtract the predicted noise, x_k − β_k/√(1 − ᾱ_k)·ε̂",
              (x + beta / (1 - ab).sqrt() * eps_hat) / alpha.sqrt() + noise_term),
@@ -185,22 +293,46 @@ def check_ancestral_step(ancestral_step: Callable) -> None:
              (x - beta / (1 - ab).sqrt() * eps_hat) / ab.sqrt() + noise_term),
             ("missing_sqrt_eps_coefficient", "missing square root in the noise coefficient: β_k/√(1 − ᾱ_k), not β_k/(1 − ᾱ_k)",
              (x - beta / (1 - ab) * eps_hat) / alpha.sqrt() + noise_term),
+            ("eps_coefficient_sqrt_one_minus_alpha_bar", "the ε̂ coefficient of the step is β_k/√(1 − ᾱ_k); "
+             "√(1 − ᾱ_k) is the one in x̂0 = (x_k − √(1 − ᾱ_k)·ε̂)/√ᾱ_k",
+             (x - (1 - ab).sqrt() * eps_hat) / alpha.sqrt() + noise_term),
+            ("clipped_x0", "clipped x̂0 to [−1, 1] (diffusers' clip_sample); this course's step does not clip: "
+             "use x̂0 = (x_k − √(1 − ᾱ_k)·ε̂)/√ᾱ_k as it is", posterior_mean(x0_hat.clamp(-1, 1)) + noise_term),
         ]
         if k == 0:
+            ab_wrapped = alpha_bars[-1]
+            wrapped_noise = ((1 - ab_wrapped) / (1 - ab) * beta).sqrt() * noise
             mutations += [
                 ("noise_at_last_step", "added noise at the last step: at k = 0 return the mean only", mean + beta.sqrt() * noise),
                 ("noise_at_last_step", "added noise at the last step: at k = 0 return the mean only "
-                 "(ᾱ_{k−1} wrapped round to ᾱ_{T−1})",
-                 mean + ((1 - schedule.alpha_bars[-1]) / (1 - ab) * beta).sqrt() * noise),
+                 "(ᾱ_{k−1} wrapped round to ᾱ_{T−1})", mean + wrapped_noise),
+                ("alpha_bar_prev_wrapped", "at k = 0 there is no ᾱ_{k−1}: schedule.alpha_bars[k − 1] wraps round to "
+                 "ᾱ_{T−1}; take ᾱ_{−1} = 1 (so β̃_0 = 0: no noise at the last step)", posterior_mean(x0_hat, ab_wrapped)),
+                ("alpha_bar_prev_wrapped", "at k = 0 there is no ᾱ_{k−1}: schedule.alpha_bars[k − 1] wraps round to "
+                 "ᾱ_{T−1}; take ᾱ_{−1} = 1 and add no noise at the last step",
+                 posterior_mean(x0_hat, ab_wrapped) + wrapped_noise),
+                ("alpha_bar_previous_step", _PREVIOUS_STEP + " (schedule.alpha_bars[k]; at k = 0, alpha_bars[k − 1] "
+                 "wraps round to ᾱ_{T−1})", mean_shifted),
             ]
         else:
+            shifted_noise = ((1 - alpha_bars[k - 2]) / (1 - ab_shifted) * beta).sqrt() * noise
             mutations += [
                 ("missing_sqrt_noise", "missing square root on the noise: add √β̃_k·n (a standard deviation), not β̃_k·n",
                  mean + posterior_var * noise),
                 ("noise_scale_beta", "noise scale σ_k = √β_k; this course uses the posterior variance "
                  "β̃_k = (1 − ᾱ_{k−1})/(1 − ᾱ_k)·β_k", mean + beta.sqrt() * noise),
                 ("missing_noise", "forgot to add the noise σ_k·n (only the last step, k = 0, has none)", mean),
+                ("returned_x0_hat", "returned the clean-data estimate x̂0 = (x_k − √(1 − ᾱ_k)·ε̂)/√ᾱ_k; one step goes "
+                 "only from x_k to x_{k−1}: 1/√α_k · (x_k − β_k/√(1 − ᾱ_k)·ε̂) + √β̃_k·n", x0_hat),
+                ("alpha_bar_previous_step", _PREVIOUS_STEP + " (schedule.alpha_bars[k] in β_k/√(1 − ᾱ_k), "
+                 "schedule.alpha_bars[k − 1] for ᾱ_{k−1} in β̃_k)", mean_shifted + noise_term),
+                ("alpha_bar_previous_step", _PREVIOUS_STEP + " (schedule.alpha_bars[k] in β_k/√(1 − ᾱ_k), "
+                 "schedule.alpha_bars[k − 1] for ᾱ_{k−1} in β̃_k)", mean_shifted + shifted_noise),
             ]
-        _compare(got, ddpm.ancestral_step(eps_model, x, k, schedule, noise), mutations,
-                 formula="1/√α_k · (x_k − β_k/√(1 − ᾱ_k)·ε̂) + √β̃_k·n",
-                 shape_hint="return x_{k−1}, shaped like x")
+        want = ddpm.ancestral_step(eps_model, x.double(), k, exact_schedule, noise.double())
+        rtol = 1e-4 + 4 * _float32_slack(schedule, k)
+        if k > 0 and _own_noise(got, want, noise, float(posterior_var), rtol):
+            raise Mistake("added noise of your own (torch.randn_like?); add the noise you are given, √β̃_k·noise, "
+                          "so that a seeded sampler is reproducible", "ignored_noise_argument")
+        _compare(got, want, mutations, formula="1/√α_k · (x_k − β_k/√(1 − ᾱ_k)·ε̂) + √β̃_k·n",
+                 shape_hint="return x_{k−1}, shaped like x", rtol=rtol)

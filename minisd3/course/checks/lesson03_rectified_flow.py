@@ -45,6 +45,7 @@ def check_interpolate(interpolate: Callable) -> None:
              (1 - tt).sqrt() * x0 + tt.sqrt() * eps),
             ("data_not_faded", "the data term must fade out as t grows: (1 − t)·x0, not x0", x0 + tt * eps),
             ("noise_sign_flipped", "the noise term has the wrong sign: + t·ε", (1 - tt) * x0 - tt * eps),
+            ("noise_not_scaled", "the noise must fade in as t grows: t·ε, not ε", (1 - tt) * x0 + eps),
         ], formula="(1 − t)·x0 + t·ε", shape_hint=_TIME_HINT)
 
 

@@ -9,13 +9,19 @@ import torch
 
 from ... import timesteps
 from ...seeding import make_generator
-from .core import Mistake, _call, _check, _compare
+from .core import Mistake, _call, _check, _compare, _require_generator
 
 
-@_check("sample_logit_normal", "logit(t) is N(m, s²), t has shape (n,), and the same seed gives the same t")
+def _same_draws(a, b) -> bool:
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+
+
+@_check("sample_logit_normal",
+        "logit(t) is N(m, s²), t has shape (n,), the same seed gives the same t and another seed other t")
 def check_sample_logit_normal(sample_logit_normal: Callable) -> None:
     """Check ``sample_logit_normal(n, m=0.0, s=1.0, generator=None, device=None)`` → t = sigmoid(m + s·n),
-    n ~ N(0, 1): shape, range, the mean, spread and normality of logit(t), and the generator."""
+    n ~ N(0, 1): shape, range, the mean, spread and normality of logit(t), and the generator (the same seed
+    gives the same draws, another seed other draws)."""
     n = 100_000
     probes = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
     normal_quantiles = math.sqrt(2) * torch.erfinv(2 * probes - 1)
@@ -29,6 +35,9 @@ def check_sample_logit_normal(sample_logit_normal: Callable) -> None:
             raise Mistake(f"expected floating-point times, got dtype {t.dtype}")
         t = t.detach().double()
         if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
+            if torch.isfinite(t).all() and (t - m).min() >= 0 and (t - m).max() <= 1:
+                raise Mistake("added m outside the sigmoid: m shifts the normal before the squashing, "
+                              "t = sigmoid(m + s·n)", "location_outside_sigmoid")
             raise Mistake(f"values outside [0, 1] (from {t.min():.3g} to {t.max():.3g}): t = sigmoid(m + s·n) — "
                           "did you forget the sigmoid?", "missing_sigmoid")
         logit = torch.logit(t.clamp(1e-12, 1 - 1e-12))
@@ -39,6 +48,9 @@ def check_sample_logit_normal(sample_logit_normal: Callable) -> None:
                               "so m > 0 pushes t towards 1, the noise end", "location_sign_flipped")
             if math.isclose(mean, m * s, abs_tol=0.05):
                 raise Mistake("the location is m, not m·s: t = sigmoid(m + s·n), scale only n", "location_scaled")
+            if math.isclose(mean, m + s / 2, abs_tol=0.05) and math.isclose(std, s / math.sqrt(12), rel_tol=0.05):
+                raise Mistake("n is uniform on [0, 1): draw n from N(0, 1) with torch.randn(n, generator=generator), "
+                              "not torch.rand", "not_normal")
             raise Mistake(f"logit(t) should have mean m = {m}, yours has mean {mean:.3f}")
         if not math.isclose(std, s, rel_tol=0.05):
             if math.isclose(std, s**2, rel_tol=0.05):
@@ -52,9 +64,9 @@ def check_sample_logit_normal(sample_logit_normal: Callable) -> None:
                           "(torch.randn), not from U(0, 1)", "not_normal")
     first = _call(sample_logit_normal, "sample_logit_normal", 64, generator=make_generator(402))
     second = _call(sample_logit_normal, "sample_logit_normal", 64, generator=make_generator(402))
-    if not torch.equal(first, second):
-        raise Mistake("ignores the generator: the same seed must give the same t; pass generator=generator to "
-                      "torch.randn", "ignores_generator")
+    other = _call(sample_logit_normal, "sample_logit_normal", 64, generator=make_generator(404))
+    _require_generator(_same_draws(first, second), not _same_draws(first, other), "times t",
+                       "torch.randn(n, generator=generator)")
     default = _call(sample_logit_normal, "sample_logit_normal", 20_000, generator=make_generator(403))
     logit = torch.logit(default.double().clamp(1e-12, 1 - 1e-12))
     if abs(logit.mean().item()) > 0.05 or abs(logit.std().item() - 1) > 0.05:
@@ -76,6 +88,8 @@ def check_shift_time(shift_time: Callable) -> None:
             ("missing_denominator", "missing the denominator 1 + (α − 1)·t: without it t′ leaves [0, 1]", alpha * t),
             ("wrong_denominator",
              "the denominator is 1 + (α − 1)·t, not 1 + α·t (t = 1 must stay at 1)", alpha * t / (1 + alpha * t)),
+            ("missing_alpha_numerator", "missing α in the numerator: t′ = α·t / (1 + (α − 1)·t)",
+             t / (1 + (alpha - 1) * t)),
             ("sqrt_alpha", "used √α; α itself is the shift (α = √(m/n) is already a square root of the pixel ratio)",
              timesteps.shift_time(t, math.sqrt(alpha))),
         ], formula="α·t / (1 + (α − 1)·t)")

@@ -14,11 +14,12 @@ from .core import _call, _check, _compare
 
 def _sinusoid(t: torch.Tensor, dim: int, *, scale: float = embeddings.TIME_SCALE, divisor: int | None = None,
               sign: float = -1.0, log_of_period: float = math.log(embeddings.MAX_PERIOD), cos_first: bool = True,
-              interleave: bool = False, two_pi: bool = False) -> torch.Tensor:
+              interleave: bool = False, two_pi: bool = False, first_index: int = 0) -> torch.Tensor:
     """The timestep embedding in float64 with one knob turned (for the wrong variants):
-    angles = scale·t·exp(sign·log_of_period·i/divisor) (·2π), [cos | sin] halves (or sin first, or interleaved)."""
+    angles = scale·t·exp(sign·log_of_period·i/divisor) (·2π) for i = first_index … first_index + half − 1,
+    [cos | sin] halves (or sin first, or interleaved)."""
     half = dim // 2
-    i = torch.arange(half, dtype=torch.float64)
+    i = torch.arange(half, dtype=torch.float64) + first_index
     freqs = torch.exp(sign * log_of_period * i / (divisor or half))
     angles = scale * t.double()[:, None] * freqs[None] * (2 * math.pi if two_pi else 1.0)
     first, second = (angles.cos(), angles.sin()) if cos_first else (angles.sin(), angles.cos())
@@ -49,12 +50,20 @@ def check_timestep_embedding(timestep_embedding: Callable) -> None:
             ("divisor_half_minus_one", f"frequencies off: divide i by half = dim/2 = {half}, not by half − 1 = {half - 1} "
              "(ω_i = exp(−ln(10000)·i/half), diffusers' downscale_freq_shift=0)",
              _sinusoid(t, dim, divisor=half - 1)),
-            ("divisor_dim", f"frequencies off: divide i by half = dim/2 = {half}, not by dim = {dim}",
-             _sinusoid(t, dim, divisor=dim)),
+            ("divisor_dim", f"frequencies off: divide the exponent by half, not dim: ω_i = exp(−ln(10000)·i/half) with "
+             f"half = dim/2 = {half}, not i/dim = i/{dim}", _sinusoid(t, dim, divisor=dim)),
+            ("index_from_one", "frequencies off: i runs 0 … half − 1 (torch.arange(half)), so the first frequency is "
+             "ω_0 = 1; yours start at i = 1", _sinusoid(t, dim, first_index=1)),
+            ("max_period_1000", "frequencies off: the period constant is 10000, ω_i = exp(−ln(10000)·i/half); 1000 is the "
+             "time scale τ = 1000·t", _sinusoid(t, dim, log_of_period=math.log(1000))),
             ("missing_minus_sign", "frequencies off: the exponent needs its minus sign, ω_i = exp(−ln(10000)·i/half), so the "
              "frequencies fall from 1 to about 1/10000; yours grow to about 10000", _sinusoid(t, dim, sign=1.0)),
-            ("log10", "frequencies off: use the natural log, exp(−ln(10000)·i/half) = 10000^(−i/half), not log10",
+            ("log10", "frequencies off: use the natural log, exp(−ln(10000)·i/half) = 10000^(−i/half), not log10 "
+             "(math.log10(10000) = 4, ln(10000) ≈ 9.21)",
              _sinusoid(t, dim, log_of_period=math.log10(embeddings.MAX_PERIOD))),
+            ("log10", "frequencies off: use the natural log, exp(−ln(10000)·i/half) = 10000^(−i/half), not log10 "
+             "(math.log10(10000) = 4, ln(10000) ≈ 9.21); and divide by half, not dim",
+             _sinusoid(t, dim, log_of_period=math.log10(embeddings.MAX_PERIOD), divisor=dim)),
             ("extra_two_pi", "an extra 2π: the angles are τ·ω_i, without 2π", _sinusoid(t, dim, two_pi=True)),
             ("interleaved", "cos and sin interleaved channel by channel; SD3 concatenates two halves, all cosines then all sines "
              "(torch.cat([cos, sin], dim=1))", _sinusoid(t, dim, interleave=True)),
@@ -64,10 +73,10 @@ def check_timestep_embedding(timestep_embedding: Callable) -> None:
 
 
 def _positions_2d(dim: int, rows: int, cols: int, *, columns_first: bool = True, row_major: bool = True,
-                  sin_first: bool = True, divisor: int | None = None) -> torch.Tensor:
+                  sin_first: bool = True, divisor: int | None = None, interleave: bool = False) -> torch.Tensor:
     """2-D sin-cos positions in float64 with one knob turned (for the wrong variants): per token
     [sincos(x) | sincos(y)] with x the column and y the row, each sincos(p) = [sin(p·ω_i) | cos(p·ω_i)],
-    ω_i = 10000^(−i/divisor), i < k = dim/4 (divisor k by default)."""
+    ω_i = 10000^(−i/divisor), i < k = dim/4 (divisor k by default), or sin and cos interleaved channel by channel."""
     k = dim // 4
     omega = embeddings.MAX_PERIOD ** (-torch.arange(k, dtype=torch.float64) / (divisor or k))
     yy, xx = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64),
@@ -77,7 +86,8 @@ def _positions_2d(dim: int, rows: int, cols: int, *, columns_first: bool = True,
 
     def sincos(p: torch.Tensor) -> torch.Tensor:
         angles = p.flatten()[:, None] * omega[None]
-        return torch.cat([angles.sin(), angles.cos()] if sin_first else [angles.cos(), angles.sin()], dim=1)
+        parts = [angles.sin(), angles.cos()] if sin_first else [angles.cos(), angles.sin()]
+        return torch.stack(parts, dim=2).flatten(1) if interleave else torch.cat(parts, dim=1)
 
     halves = [sincos(xx), sincos(yy)] if columns_first else [sincos(yy), sincos(xx)]
     return torch.cat(halves, dim=1)
@@ -100,6 +110,10 @@ def check_sincos_2d_positions(sincos_2d_positions: Callable) -> None:
              "one with its cosines first)", _positions_2d(dim, rows, cols, sin_first=False)),
             ("divisor_half", f"frequencies off: each 1-D half has k = dim/4 = {k} frequencies, ω_i = 10000^(−i/k); divide i by "
              f"k, not by dim/2 = {2 * k}", _positions_2d(dim, rows, cols, divisor=2 * k)),
+            ("divisor_dim", f"frequencies off: each 1-D half has k = dim/4 = {k} frequencies, ω_i = 10000^(−i/k); divide i by "
+             f"k, not by dim = {dim}", _positions_2d(dim, rows, cols, divisor=dim)),
+            ("interleaved", "sin and cos interleaved channel by channel; each 1-D half is two blocks, all sines then all "
+             "cosines (torch.cat([sin, cos], dim=1))", _positions_2d(dim, rows, cols, interleave=True)),
             ("rows_first_and_cos_before_sin",
              "row and column halves swapped and cosines first", _positions_2d(dim, rows, cols, columns_first=False,
                                                                               sin_first=False)),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from einops import rearrange
 
 from ... import blocks, guidance, patches
 from ...seeding import make_generator, randn
-from .core import _call, _check, _compare
+from .core import Mistake, _call, _check, _compare
 
 _PLAIN_RESHAPE = ("a plain reshape does not cut patches: it groups pixels that are neighbours in memory (runs of a "
                   "row), not p×p squares; split H into (H/p, p) and W into (W/p, p), permute to "
@@ -56,6 +57,9 @@ def check_unpatchify(unpatchify: Callable) -> None:
         grid = (height // p, width // p)
         tokens = patches.patchify(x, p)
         got = _call(unpatchify, "unpatchify", tokens, p, grid)
+        if isinstance(got, torch.Tensor) and tuple(got.shape) == (batch, channels, width, height) != tuple(x.shape):
+            raise Mistake(f"rows and columns swapped: grid = (rows, cols) = {grid}, so the image is rows·p = {height} "
+                          f"high and cols·p = {width} wide; rows is the first entry of grid", "grid_swapped")
 
         def layout(pattern):
             return rearrange(tokens, f"{pattern} -> b c (h p) (w q)", h=grid[0], w=grid[1], p=p, q=p)
@@ -96,6 +100,10 @@ def check_modulate(modulate: Callable) -> None:
             ("shift_scale_swapped", "shift and scale swapped: multiply by (1 + scale), then add shift", x * (1 + b) + s),
             ("shift_before_scale", "shift added before scaling: (x + shift)·(1 + scale); add it after, x·(1 + scale) + shift",
              (x + b) * (1 + s)),
+            ("one_minus_scale", "x·(1 − scale): the scale enters as x·(1 + scale), so that scale = 0 leaves x unchanged "
+             "and a positive scale enlarges it", x * (1 - s) + b),
+            ("missing_shift", "missing the shift: modulate(x) = x·(1 + scale) + shift", x * (1 + s)),
+            ("shift_subtracted", "the shift is added: x·(1 + scale) + shift, not − shift", x * (1 + s) - b),
         ]
         if batch == length:
             mutations.append(("no_token_broadcast",

@@ -19,19 +19,34 @@ def _joint_attention_reference(streams: list[tuple[torch.Tensor, torch.Tensor, t
 
 
 def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scaled: bool = True,
-                       softmax_dim: int = -1) -> torch.Tensor:
-    """softmax(QKᵀ/√d)V per head, written out (for the wrong variants: no 1/√d, softmax over the queries)."""
-    logits = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5 if scaled else 1.0)
+                       softmax_dim: int = -1, scale_power: float = 0.5) -> torch.Tensor:
+    """softmax(QKᵀ/√d)V per head, written out (for the wrong variants: no 1/√d, 1/d, softmax over the queries)."""
+    logits = q @ k.transpose(-2, -1) / (q.shape[-1] ** scale_power if scaled else 1.0)
     return logits.softmax(dim=softmax_dim) @ v
 
 
-def _joint_variant(streams, order=None, scaled=True, softmax_dim=-1, merge="b h l d -> b l (h d)"):
+def _merge_by_reshape(out: torch.Tensor) -> torch.Tensor:
+    """(B, H, L, d) → (B, L, H·d) by a plain reshape, without moving the heads axis (a wrong variant)."""
+    batch, heads, length, head_dim = out.shape
+    return out.reshape(batch, length, heads * head_dim)
+
+
+def _joint_variant(streams, order=None, scaled=True, softmax_dim=-1, merge="b h l d -> b l (h d)", scale_power=0.5,
+                   split_then_merge=False):
     """Joint attention with one knob turned: concatenation ``order`` (split in the given order regardless),
-    no 1/√d, softmax over the queries, or heads merged as (d h)."""
+    no 1/√d or 1/d, softmax over the queries, heads merged as (d h) or by a callable (``merge``), or the
+    heads merged after splitting (``split_then_merge``)."""
     order = order or list(range(len(streams)))
     q, k, v = (torch.cat([streams[i][j] for i in order], dim=2) for j in range(3))
-    out = rearrange(_softmax_attention(q, k, v, scaled, softmax_dim), merge)
-    return list(out.split([q_i.shape[2] for q_i, _, _ in streams], dim=1))
+    out = _softmax_attention(q, k, v, scaled, softmax_dim, scale_power)
+    lengths = [q_i.shape[2] for q_i, _, _ in streams]
+
+    def merged(x):
+        return merge(x) if callable(merge) else rearrange(x, merge)
+
+    if split_then_merge:
+        return [merged(part) for part in out.split(lengths, dim=2)]
+    return list(merged(out).split(lengths, dim=1))
 
 
 def _stream_outputs(got, streams) -> list[torch.Tensor]:
@@ -60,6 +75,10 @@ def _stream_outputs(got, streams) -> list[torch.Tensor]:
                   f"split the joint output along the sequence with the streams' lengths {lengths}, in the order given",
                   "wrong_split_lengths")
 
+
+_MERGE_BY_RESHAPE = ("heads merged by a plain reshape: (B, H, L, d).reshape(B, L, H·d) mixes tokens of different heads; "
+                     "move the heads next to the features first, out.transpose(1, 2).reshape(B, L, H·d) "
+                     "(or rearrange 'b h l d -> b l (h d)', minisd3.attention.merge_heads)")
 
 _JOINT_HINT = ("concatenate q, k and v of the streams along the sequence axis, dim 2 of (B, H, L_i, d) — not along "
                "the heads (dim 1) or the features (dim 3)")
@@ -93,10 +112,19 @@ def check_joint_attention(joint_attention: Callable) -> None:
              _joint_variant(streams, softmax_dim=-2)),
             ("heads_merge_order", "heads merged in the wrong order: (B, H, L, d) → (B, L, H·d) puts head 0's d features first "
              "(rearrange 'b h l d -> b l (h d)')", _joint_variant(streams, merge="b h l d -> b l (d h)")),
+            ("heads_merged_by_reshape", _MERGE_BY_RESHAPE, _joint_variant(streams, merge=_merge_by_reshape)),
+            ("heads_merged_by_reshape", _MERGE_BY_RESHAPE,
+             _joint_variant(streams, merge=_merge_by_reshape, split_then_merge=True)),
+            ("scale_by_d", "scaled the logits by 1/d; the scale is 1/√d, d the head dimension",
+             _joint_variant(streams, scale_power=1.0)),
         ]
         _compare(torch.cat(got, dim=1), torch.cat(_joint_attention_reference(streams), dim=1),
                  [(mistake, message, torch.cat(outputs, dim=1)) for mistake, message, outputs in mutations],
                  formula="softmax(QKᵀ/√d)V over the joint sequence")
+
+
+_VARIANCE = ("used the variance (or standard deviation) of u, which subtracts the mean; RMSNorm divides by the root "
+             "mean square, √(mean(u²) + ε), with no mean subtracted")
 
 
 def _rms_norm_reference(u: torch.Tensor, gain: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -146,8 +174,20 @@ def check_rms_norm(rms_norm: Callable) -> None:
              "missing the square root: divide by √(mean(u²) + ε), the root mean square", u / (mean_square() + e) * gain),
             ("sum_not_mean", "summed u² over the head dimension; the RMS takes the mean, √(mean(u²) + ε)",
              u / ((u**2).sum(-1, keepdim=True) + e).sqrt() * gain),
+            ("l2_norm", "divided by the L2 norm ‖u‖ = √Σu² (F.normalize); the RMS takes the mean, "
+             "√(mean(u²) + ε) = ‖u‖/√d", u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12) * gain),
+            ("variance_not_mean_square", _VARIANCE, u / (u.var(-1, keepdim=True) + e).sqrt() * gain),
+            ("variance_not_mean_square", _VARIANCE, u / (u.var(-1, keepdim=True, correction=0) + e).sqrt() * gain),
+            ("variance_not_mean_square", _VARIANCE, u / (u.std(-1, keepdim=True) + e) * gain),
+            ("mean_abs_not_rms", "divided by the mean absolute value mean(|u|); RMSNorm divides by the root mean "
+             "square, √(mean(u²) + ε)", u / (u.abs().mean(-1, keepdim=True) + e) * gain),
+            ("gain_before_norm", "applied the gain before normalising: normalise u first, then multiply by g, "
+             "u / √(mean(u²) + ε) · g", u * gain / ((u * gain) ** 2).mean(-1, keepdim=True).add(e).sqrt()),
         ]
-        if eps is not None:
+        if eps is None:
+            mutations.append(("wrong_default_eps", "the default ε is 1e-6, as in the package's QK-norm; yours is 1e-5",
+                              u / (mean_square() + 1e-5).sqrt() * gain))
+        else:
             mutations.append(("ignored_eps_argument", "ignored the eps argument: use the ε you are given (default 1e-6)",
                               u / (mean_square() + 1e-6).sqrt() * gain))
         _compare(got, _rms_norm_reference(u, gain, e), mutations, formula="u / √(mean(u²) + ε) · g",

@@ -23,7 +23,7 @@ tooling (checks, exercises, grading, notebooks, plotting). ``minisd3.cli``: ever
 """
 import importlib
 
-_EXPORTS = {"env_report": "env", "fast_mode": "env", "full_or_fast": "env", "get_device": "env",
+_EXPORTS = {"env_report": "env", "fast_mode": "env", "full_or_fast": "env", "get_device": "env", "progress_bar": "env",
             "make_generator": "seeding", "seed_everything": "seeding"}
 __all__ = sorted(_EXPORTS)
 

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .ddpm import NoiseSchedule, eps_loss
-from .env import full_or_fast
+from .env import full_or_fast, progress_bar
 from .guidance import drop_mask
 from .nets import TimeMLP
 from .rectified_flow import rf_loss
@@ -39,7 +38,7 @@ def fit(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, steps: int, lr: fl
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=lr * 0.1)
     losses: list[float] = []
     model.train()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0)
+    bar = progress_bar(range(steps), desc=desc, disable=not progress, mininterval=1.0)
     for step in bar:
         loss = loss_fn(model, batch_fn(generator), generator)
         if not torch.isfinite(loss):
@@ -51,7 +50,7 @@ def fit(model: nn.Module, loss_fn: LossFn, batch_fn: BatchFn, steps: int, lr: fl
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-        if step % 100 == 0:
+        if step % 100 == 0 or step == steps - 1:  # the last loss is what a finished bar shows
             bar.set_postfix(loss=f"{sum(losses[-100:]) / len(losses[-100:]):.4f}")
     model.eval()
     return losses

@@ -82,3 +82,28 @@ def test_the_threads_flag_is_checked_at_the_command_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "minisd3", "sample", "--ckpt", "course", "--prompt", "one red circle",
                            "--threads", "0", "--out", str(tmp_path / "a.png")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr == "error: --threads: expected a positive number of CPU threads, got '0'\n"
+
+
+def test_saved_progress_reads_finished(monkeypatch, capsys):
+    """Headless (MINISD3_STATIC=1), a loop's bar prints one line, at 100 % with its last postfix."""
+    from tqdm.auto import tqdm as auto_tqdm
+
+    from minisd3.env import FinishedBar, progress_bar
+    from minisd3.training import fit
+
+    monkeypatch.setenv("MINISD3_STATIC", "1")
+    bar = progress_bar(range(250), desc="demo")
+    assert isinstance(bar, FinishedBar)
+    for i in bar:
+        bar.set_postfix(loss=f"{i / 1000:.3f}")
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1 and "demo: 100%" in printed and "250/250" in printed and "loss=0.249" in printed
+    model = torch.nn.Linear(1, 1)
+    losses = fit(model, lambda m, b, g: (m(b) ** 2).mean(), lambda g: torch.ones(4, 1), steps=7, progress=True,
+                 desc="fit")
+    assert f"loss={sum(losses) / len(losses):.4f}" in capsys.readouterr().out  # the last 100 steps', not step 0's
+    with progress_bar(range(3), disable=True):
+        pass
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("MINISD3_STATIC", "0")
+    assert not isinstance(progress_bar(range(3)), FinishedBar) and isinstance(progress_bar(range(3)), auto_tqdm)

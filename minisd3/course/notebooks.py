@@ -9,8 +9,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from ..env import FAST_ENV
-from .plotting import STATIC_ENV
+from ..env import FAST_ENV, STATIC_ENV
 
 
 def execute_notebook(path: str | Path, *, fast: bool, allow_errors: bool = False, timeout: int = 900,

@@ -8,7 +8,6 @@ adds the sentence that says what to see.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
@@ -17,9 +16,8 @@ import torch
 
 from ..adherence import ATTRIBUTES
 from ..digits import to_unit_range
+from ..env import static_mode
 from ..ode import Trajectory, VelocityField
-
-STATIC_ENV = "MINISD3_STATIC"
 
 
 def _np(x: torch.Tensor) -> np.ndarray:
@@ -117,7 +115,7 @@ def plot_adherence(ax, settings: Sequence[float], adherence: Sequence[dict[str, 
 
 def widgets_available() -> bool:
     """True in a live Jupyter kernel with ipywidgets, unless ``MINISD3_STATIC=1`` asks for figures."""
-    if os.environ.get(STATIC_ENV, "").strip().lower() in {"1", "true", "yes"}:
+    if static_mode():
         return False
     try:
         import ipywidgets  # noqa: F401

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..autoencoder import STORED_AUTOENCODERS, describe, load_autoencoder
+from ..env import progress_bar
 from ..files import atomic_folder
 from ..shapes import VOCABULARY
 from ..validation import check_positive_int
@@ -58,7 +58,7 @@ def encode_dataset(autoencoder, batches: Batches, count: int, out: str | Path, c
     labels = np.zeros(count, dtype=np.int64)
     latents, done, total, squares = None, 0, 0.0, 0.0
     with atomic_folder(out) as tmp:
-        bar = tqdm(total=count, desc="encoding", disable=not progress, mininterval=2.0)
+        bar = progress_bar(total=count, desc="encoding", disable=not progress, mininterval=2.0)
         for images, captions in batches:
             z = autoencoder.images_to_latents(images, batch=len(images)).cpu().numpy()
             if latents is None:

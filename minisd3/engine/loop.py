@@ -37,9 +37,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..env import get_device
+from ..env import get_device, progress_bar
 from ..files import atomic_file, load_weights_into, write_text_atomic
 from ..guidance import drop_mask
 from ..seeding import make_generator, randn
@@ -330,7 +329,7 @@ class Trainer:
         raises :class:`TrainingInterrupted`; a second one interrupts at once.
         """
         config, loss = self.config, float("nan")
-        bar = tqdm(range(self.start, stop), desc="training", disable=not (progress and self.env.main),
+        bar = progress_bar(range(self.start, stop), desc="training", disable=not (progress and self.env.main),
                    initial=self.start, total=config.max_steps, mininterval=2.0)
         done = self.start
         try:

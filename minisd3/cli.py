@@ -146,8 +146,10 @@ def _eval(args: argparse.Namespace) -> int:
             write_eval_results(results, out, folder)
     print(eval_table(results))
     written = [str(p) for p in (out, args.grid) if p]
-    if args.grid:  # a labelled grid at the first setting: held-out prompts, then training pairs (shapes)
-        save_sample_grid(model, source, args.grid, step_counts[0], scales[0], config.shift, args.seed)
+    if args.grid:  # a labelled grid at the run's own setting when swept, else the last one: held-out, then training pairs
+        steps = config.sample_steps if config.sample_steps in step_counts else step_counts[-1]
+        cfg = config.sample_cfg if config.sample_cfg in scales else scales[-1]
+        save_sample_grid(model, source, args.grid, steps, cfg, config.shift, args.seed)
     print(f"{folder}: {len(results)} setting(s) evaluated" + (f"; wrote {' and '.join(written)}" if written else
                                                              "; --out FILE.csv or FILE.json keeps every number"))
     return 0
@@ -253,7 +255,8 @@ def add_engine_commands(sub) -> None:
     p.add_argument("--fid-real", type=int, help="how many real images FID compares with (default: all)")
     p.add_argument("--inception-weights", help="path of torch-fidelity's Inception weights file")
     p.add_argument("--out", help="FILE.csv (one row per setting: steps, cfg) or FILE.json (every number)")
-    p.add_argument("--grid", help="PNG file: 16 labelled samples at the first setting (shapes: 8 held-out, 8 training pairs)")
+    p.add_argument("--grid", help="PNG file: 16 labelled samples (shapes: 8 held-out, 8 training pairs) at the run's own "
+                                  "steps and cfg if the sweep has them, else at its last setting")
     add_device(p)
     p.set_defaults(handler=lambda a, h=_eval: run_guarded(h, a))
 

@@ -22,9 +22,9 @@ THREADS_ENV = "MINISD3_THREADS"
 STATIC_ENV = "MINISD3_STATIC"
 """Set to 1 when a notebook runs headless (``execute``, the tests): no widgets, progress as one final line."""
 CPU_THREADS = 1
-"""Torch's CPU threads when neither ``--threads`` nor ``MINISD3_THREADS`` says otherwise. The course's
-models are small: on a 2-core machine with one other busy process, two threads spin-wait on each other
-and run several times slower than one (benchmarks/threads.py; docs/benchmarks.md)."""
+"""Torch's CPU threads when neither ``--threads`` nor ``MINISD3_THREADS`` says otherwise. Measured on 2
+cores (benchmarks/threads.py, docs/benchmarks.md): two threads gain 5 % (a lesson's model) to 33 % (the
+main job) on an idle machine and lose 2.3–3× beside one other busy process, so one is the safe default."""
 
 
 def use_threads(threads: int | str | None = None) -> int:

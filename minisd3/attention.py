@@ -54,9 +54,16 @@ class AttentionCore(nn.Module):
     """softmax(QKᵀ/√d)V for (B, H, L, d) q, k, v through PyTorch's fused SDPA.
 
     One module per block, so that :func:`record_attention` can find and hook each attention.
+    On the CPU, bfloat16 inputs (autocast) are computed in float32 and cast back: PyTorch's CPU
+    flash kernel is about 6× slower in bfloat16 than in float32 for the course's short sequences
+    (27 tokens, head 32: 29 ms against 5 ms forward + backward for a batch of 64,
+    ``benchmarks/cpu_step.py``), and float32 softmax is the more accurate one anyway.
     """
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            with torch.autocast("cpu", enabled=False):  # autocast would cast the float32 inputs back
+                return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v)
 
 

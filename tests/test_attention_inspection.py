@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from minisd3.attention import attention_cores, attention_statistics, record_attention, word_patch_attention
+from minisd3.attention import AttentionCore, attention_cores, attention_statistics, record_attention, word_patch_attention
 from minisd3.models import MMDiT, MMDiTConfig
 
 
@@ -42,3 +42,15 @@ def test_recorded_logits_cover_every_block_of_an_mmdit_and_leave_the_model_as_it
     with pytest.raises(ValueError, match="model: expected a module containing AttentionCore"):
         with record_attention(torch.nn.Linear(2, 2)):
             pass
+
+
+def test_cpu_attention_under_bf16_autocast_runs_in_float32():
+    """Under CPU autocast, q, k, v in bfloat16 are attended in float32 (the CPU's bf16 flash kernel is
+    slow for short sequences, benchmarks/cpu_step.py) and the output comes back in bfloat16."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 27, 32, generator=g).bfloat16() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = AttentionCore()(q, k, v)
+    reference = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, reference.bfloat16())

@@ -46,6 +46,19 @@ def test_gradient_accumulation_gives_the_same_update(tmp_path):
     assert_same(weights(tmp_path / "one"), weights(tmp_path / "four"), atol=2e-6)
 
 
+def test_batches_drawn_by_a_worker_process_train_the_same_run(tmp_path):
+    """data_workers=1 draws each step's batch, times, noise and drop mask ahead in another process:
+    the same draws (seeded per step), so the same weights; the worker's CPU seconds are counted."""
+    train_run(tiny("max_steps=3"), tmp_path / "here", progress=False)
+    train_run(tiny("max_steps=3", "data_workers=1"), tmp_path / "worker", progress=False, stop_at=2)
+    train_run(tiny("max_steps=3", "data_workers=1"), tmp_path / "worker", resume=tmp_path / "worker", progress=False)
+    assert_same(weights(tmp_path / "here"), weights(tmp_path / "worker"))
+    summary = json.loads((tmp_path / "worker" / "summary.json").read_text())
+    assert summary["train_cpu_seconds"] > 0
+    with pytest.raises(ValueError, match="data_workers: expected a whole number ≥ 0, got -1"):
+        tiny("data_workers=-1").validate()
+
+
 def test_compiled_training_equals_eager(tmp_path):
     """The compile flag (on in the GPU presets) runs here through inductor's CPU backend: same updates."""
     train_run(tiny("max_steps=3"), tmp_path / "eager", progress=False)

@@ -59,6 +59,7 @@ class TrainConfig:
     device: str = "auto"
     bf16: bool = False  # autocast the training step to bfloat16 (CUDA, and CPUs: AMX/AVX-512 units pay off)
     compile: bool = False
+    data_workers: int = 0  # processes drawing batches ahead of the training step (0: drawn in the training process)
     # logging, sampling, checkpoints
     log_every: int = 50
     sample_every: int = 1000
@@ -76,6 +77,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive value, got {getattr(self, name)}")
+        if isinstance(self.data_workers, bool) or not isinstance(self.data_workers, int) or self.data_workers < 0:
+            raise ValueError(f"data_workers: expected a whole number ≥ 0, got {self.data_workers!r}")
         if self.data not in DATASETS:
             raise ValueError(f"data: expected one of {DATASETS}, got {self.data!r}")
         if self.data == "imagefolder" and not self.latents:

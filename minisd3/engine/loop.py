@@ -33,6 +33,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -92,6 +93,59 @@ def training_times(n: int, generator: torch.Generator, time_sampler: str, shift:
     return shift_time(make_time_sampler(time_sampler)(n, generator=generator), shift)
 
 
+class StepDraws(torch.utils.data.Dataset):
+    """Step s → everything random in step s: ``(images, captions, t, ε, drop, cpu_s)``, drawn in this
+    order from :func:`step_generator` (module docstring), so the same step draws the same batch in
+    any process. ``cpu_s`` is None when drawn in the training process, else the CPU seconds the
+    draw took in a worker.
+
+    :meth:`iterate` yields steps ``start`` … ``stop − 1``; with ``config.data_workers`` > 0 they are
+    drawn ahead in that many worker processes (a torch DataLoader), so that rendering and encoding
+    the next batches run on another core while this one trains.
+    """
+
+    def __init__(self, source, config: TrainConfig):
+        self.source, self.config = source, config
+
+    def __len__(self) -> int:
+        return self.config.max_steps
+
+    def __getitem__(self, step: int) -> tuple:
+        return self.draw(step) + (None,)
+
+    def draw(self, step: int) -> tuple:
+        config = self.config
+        g = step_generator(config.seed, step)
+        images, captions = self.source.batch(step, config.batch_size, g)
+        t = training_times(config.batch_size, g, config.time_sampler, config.shift)
+        eps = randn(images.shape, g)
+        drop = drop_mask(config.batch_size, config.p_uncond, g)
+        return images, captions, t, eps, drop
+
+    def iterate(self, start: int, stop: int) -> Iterator[tuple]:
+        workers = self.config.data_workers
+        if workers == 0:
+            return (self[step] for step in range(start, stop))
+        loader = torch.utils.data.DataLoader(_WorkerDraws(self), batch_size=None, sampler=range(start, stop),
+                                             num_workers=workers, prefetch_factor=4)
+        return iter(loader)
+
+
+class _WorkerDraws(torch.utils.data.Dataset):
+    """:class:`StepDraws` as a worker draws them: with the CPU seconds each draw took there."""
+
+    def __init__(self, draws: StepDraws):
+        self.draws = draws
+
+    def __len__(self) -> int:
+        return len(self.draws)
+
+    def __getitem__(self, step: int) -> tuple:
+        start = time.process_time()
+        drawn = self.draws.draw(step)
+        return drawn + (time.process_time() - start,)
+
+
 class Distributed:
     """Rank and world size from torchrun's environment (1 process without torchrun)."""
 
@@ -142,7 +196,7 @@ def _check_resume_config(saved: dict, config: TrainConfig) -> None:
             f"--resume: the run was made for max_steps={saved['max_steps']} (its learning rate follows a schedule "
             f"fitted to that length), got {config.max_steps}; a resumed run keeps its length. To train longer, "
             f"start a new run with --max-steps {config.max_steps}")
-    ignorable = {"log_every", "sample_every", "ckpt_every", "ckpt_minutes", "device", "compile", "data_root",
+    ignorable = {"log_every", "sample_every", "ckpt_every", "ckpt_minutes", "device", "compile", "data_workers", "data_root",
                  "download", "eval_samples"}
     differing = [f"{k}: checkpoint {saved[k]!r} vs now {v!r}" for k, v in asdict(config).items()
                  if k not in ignorable and k in saved and saved[k] != v]
@@ -206,6 +260,7 @@ class Trainer:
             raise ValueError(f"batch_size: expected a multiple of processes × grad_accum = "
                              f"{env.world * config.grad_accum}, got {config.batch_size}")
         self.source = make_source(config)
+        self.draws = StepDraws(self.source, config)
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.source.vocabulary, self.source.channels).to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
@@ -242,19 +297,21 @@ class Trainer:
         restore_optimizer(self.optimizer, tensors, state["optimizer"])
         return state["step"], folder, state.get("train_cpu_seconds", 0.0)
 
-    def train_step(self, step: int) -> tuple[float, float, float]:
+    def train_step(self, step: int, draws: tuple | None = None) -> tuple[float, float, float]:
         """One optimizer step on this process's slice of the global batch of ``step``; returns
         (loss averaged over processes, gradient norm before clipping, learning rate).
+
+        ``draws`` is ``self.draws[step]``, drawn here when not given (:class:`StepDraws`).
 
         Raises :class:`NonFiniteLossError` when the loss is NaN or infinite.
         """
         config, env = self.config, self.env
         self.cpu.resume()
-        g = step_generator(config.seed, step)
-        images, captions = self.source.batch(step, config.batch_size, g)
-        t = training_times(config.batch_size, g, config.time_sampler, config.shift)
-        eps = randn(images.shape, g)
-        drop = drop_mask(config.batch_size, config.p_uncond, g)
+        if draws is None:
+            draws = self.draws[step]
+        images, captions, t, eps, drop, draw_cpu_s = draws
+        if draw_cpu_s is not None:  # drawn in a worker process: its CPU seconds count as the step's
+            self.cpu.add(draw_cpu_s)
         lr = learning_rate(step, config.lr, config.warmup_steps, config.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -334,8 +391,8 @@ class Trainer:
         done = self.start
         try:
             with self._stop_on_ctrl_c():
-                for step in bar:
-                    loss, grad_norm, lr = self.train_step(step)
+                for step, draws in zip(bar, self.draws.iterate(self.start, stop)):
+                    loss, grad_norm, lr = self.train_step(step, draws)
                     done, final = step + 1, step + 1 == stop
                     if self.maybe_log(done, final, loss, grad_norm, lr):
                         bar.set_postfix(loss=f"{loss:.4f}")
@@ -434,6 +491,10 @@ class CPUClock:
 
     def pause(self) -> None:
         self.seconds += time.process_time() - self._since
+
+    def add(self, seconds: float) -> None:
+        """Count ``seconds`` spent in another process (a data worker) for these steps."""
+        self.seconds += seconds
 
 
 def log_adherence(path: Path, step: int, cpu_seconds: float, result: dict) -> None:

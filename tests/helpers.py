@@ -11,7 +11,7 @@ from minisd3.engine.config import apply_overrides, preset_config
 # a preset shrunk to seconds on one CPU thread; later overrides win
 TINY = ["depth=2", "heads=2", "head_dim=16", "text_dim=32", "text_depth=1", "batch_size=8", "warmup_steps=2",
         "log_every=1", "sample_every=100", "ckpt_every=100", "sample_steps=2", "eval_samples=8", "device=cpu",
-        "bf16=false"]  # engine mechanics (exact resume, DDP = one process) are checked in float32
+        "bf16=false", "data_workers=0"]  # engine mechanics (exact resume, DDP = one process) are checked in float32
 
 
 def tiny(*extra, preset="shapes"):

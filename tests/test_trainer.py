@@ -253,7 +253,7 @@ def test_the_shift_reaches_the_training_loss(tmp_path, monkeypatch):
         return original(self, *args, t=t, **kwargs)
 
     monkeypatch.setattr(TextToImage, "loss", spy)
-    train_run(tiny("max_steps=2"), tmp_path / "plain", progress=False, stop_at=1)
+    train_run(tiny("max_steps=2", "shift=1"), tmp_path / "plain", progress=False, stop_at=1)
     train_run(tiny("max_steps=2", "shift=3"), tmp_path / "shifted", progress=False, stop_at=1)
     plain, shifted = seen
     assert torch.equal(shifted, shift_time(plain, 3.0)) and (shifted > plain).any()

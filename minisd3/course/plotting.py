@@ -1,6 +1,6 @@
 """Plot helpers shared by the lessons: point clouds, vector fields, trajectories, digit grids,
-curves against steps, adherence beside its chance rate, and an ipywidgets explorer that falls
-back to static figures.
+curves against steps, adherence beside its chance rate, a layout pass that keeps suptitles clear of
+fixed-aspect panels, and an ipywidgets explorer that falls back to static figures.
 
 Each helper draws on a given matplotlib ``Axes`` and sets a title and axis labels; the lesson
 adds the sentence that says what to see.
@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.ticker import NullLocator
 
 from ..adherence import ATTRIBUTES
 from ..digits import to_unit_range
@@ -71,15 +72,27 @@ def plot_digits(ax, images: torch.Tensor, title: str, nrow: int = 8):
     return ax
 
 
-def plot_against_steps(ax, steps: Sequence[int], curves: dict[str, Sequence[float]], title: str, ylabel: str,
-                       logy: bool = False):
-    """One line per method: a metric (quality, straightness, error) against the number of steps."""
+def plot_against_steps(ax, steps: Sequence[int] | dict[str, Sequence[int]], curves: dict[str, Sequence[float]],
+                       title: str, ylabel: str, logy: bool = False, xlabel: str = "number of sampling steps"):
+    """One line per method: a metric (quality, straightness, error) against the number of steps.
+
+    ``steps`` is the x value of each point, shared by all curves, or a dict giving each curve its
+    own (for example field evaluations, which differ between Euler and Heun at the same steps).
+    The x axis is logarithmic with its ticks at the measured values.
+    """
+    xs = steps if isinstance(steps, dict) else {name: steps for name in curves}
     for name, values in curves.items():
-        ax.plot(steps, values, marker="o", label=name)
+        if name not in xs or len(xs[name]) != len(values):
+            got = len(xs[name]) if name in xs else "none"
+            raise ValueError(f"steps: expected {len(values)} x values for curve {name!r}, got {got}")
+        ax.plot(xs[name], values, marker="o", label=name)
     ax.set_xscale("log", base=2)
+    ticks = sorted({x for name in curves for x in xs[name]})
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
     if logy:
         ax.set_yscale("log")
-    ax.set(title=title, xlabel="number of sampling steps", ylabel=ylabel)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
     return ax
@@ -111,6 +124,25 @@ def plot_adherence(ax, settings: Sequence[float], adherence: Sequence[dict[str, 
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return ax
+
+
+def settle_layout(fig: plt.Figure, max_passes: int = 5) -> plt.Figure:
+    """Lay ``fig`` out until its panels stop moving, so that titles, labels and the suptitle keep clear.
+
+    Constrained layout sizes the room around each panel from where the panel sat on the previous
+    draw. A fixed-aspect panel (``aspect="equal"``, as :func:`plot_points` draws) changes shape with
+    the layout, so on the first draw that room is stale and a suptitle or the next row's titles can
+    sit on the panel titles. Drawing until the positions repeat (two or three passes) settles it;
+    call this just before ``plt.show()``.
+    """
+    before = None
+    for _ in range(max_passes):
+        fig.canvas.draw()
+        now = np.array([ax.get_position().bounds for ax in fig.axes])
+        if before is not None and np.allclose(now, before, atol=1e-5):
+            break
+        before = now
+    return fig
 
 
 def widgets_available() -> bool:

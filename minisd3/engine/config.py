@@ -110,12 +110,13 @@ PRESETS: dict[str, dict] = {
     # (data/autoencoders/shapes-32: f = 4, 8 channels, 32 px canvas → 8×8×8 latents), ≤ 10 min on 2 CPU cores;
     # how each value was chosen, with what it bought: docs/text_to_image_recipe.md
     "shapes": dict(autoencoder="shapes-32", image_size=8, patch_size=2, depth=4, heads=4, head_dim=32, text_length=11,
-                   batch_size=64, lr=3e-3, warmup_steps=100, max_steps=2400, bf16=True, sample_every=400,
-                   ckpt_every=400, eval_samples=64),
-    # the stored course model (data/models/course): the same recipe, trained about 9× longer (resumable: --resume)
+                   shift=3.0, batch_size=64, lr=3e-3, warmup_steps=100, max_steps=3000, bf16=True, data_workers=1,
+                   sample_every=400, ckpt_every=400, eval_samples=64),
+    # the stored course model (data/models/course): the main job's earlier recipe (shift 1), trained 22 000 steps
+    # (resumable: --resume)
     "shapes-course": dict(autoencoder="shapes-32", image_size=8, patch_size=2, depth=4, heads=4, head_dim=32,
                           text_length=11, batch_size=64, lr=3e-3, warmup_steps=100, max_steps=22_000, bf16=True,
-                          sample_every=2000, ckpt_every=500, eval_samples=128),
+                          data_workers=1, sample_every=2000, ckpt_every=500, eval_samples=128),
     # class names as one-word captions ("zero" … "nine"), 8×8 digits from scikit-learn
     "digits": dict(data="digits", image_size=8, depth=3, heads=4, head_dim=32, batch_size=128, max_steps=3000,
                    sample_cfg=2.0),

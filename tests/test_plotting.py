@@ -1,0 +1,54 @@
+"""Figures a student can read: ticks where the measurements are, each curve on its own x values
+(steps or field evaluations), and a suptitle that keeps clear of fixed-aspect panels."""
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from minisd3.course.plotting import plot_against_steps, plot_points, settle_layout
+
+
+def test_ticks_sit_at_the_measured_steps():
+    fig, ax = plt.subplots()
+    steps = [2, 5, 10, 20, 50, 100, 200]
+    plot_against_steps(ax, steps, {"DDIM": [3.5, 0.8, 0.4, 0.3, 0.27, 0.25, 0.25]}, "quality", "SW", logy=True)
+    assert list(ax.get_xticks()) == steps
+    assert [label.get_text() for label in ax.get_xticklabels()] == [str(s) for s in steps]
+    assert len(ax.xaxis.get_minorticklocs()) == 0
+    plt.close(fig)
+
+
+def test_each_curve_can_have_its_own_x_values():
+    fig, ax = plt.subplots()
+    nfe = {"euler": [1, 2, 4], "heun": [2, 4, 8]}
+    plot_against_steps(ax, nfe, {"euler": [3.0, 1.0, 0.5], "heun": [2.0, 0.3, 0.1]}, "quality", "SW",
+                       xlabel="field evaluations")
+    assert [list(line.get_xdata()) for line in ax.get_lines()] == [[1, 2, 4], [2, 4, 8]]
+    assert list(ax.get_xticks()) == [1, 2, 4, 8]
+    assert ax.get_xlabel() == "field evaluations"
+    plt.close(fig)
+
+
+def test_x_values_that_do_not_match_a_curve_are_named():
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="steps: expected 3 x values for curve 'heun', got 2"):
+        plot_against_steps(ax, {"heun": [1, 2]}, {"heun": [1.0, 0.5, 0.2]}, "quality", "SW")
+    with pytest.raises(ValueError, match="curve 'euler', got none"):
+        plot_against_steps(ax, {"heun": [1, 2]}, {"euler": [1.0, 0.5]}, "quality", "SW")
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("rows, cols, size", [(1, 4, (17, 4.5)), (1, 5, (18, 3.9)), (2, 6, (17, 6))])
+def test_settled_suptitle_and_rows_keep_clear_of_square_panels(rows, cols, size):
+    # constrained layout alone lets these touch: it sizes margins from the stale first-draw panels
+    fig, axes = plt.subplots(rows, cols, figsize=size, layout="constrained", squeeze=False)
+    for ax in axes.ravel():
+        plot_points(ax, torch.zeros(3, 2), title="a panel title of typical length, t = 0.75")
+    fig.suptitle("an overall title above every panel")
+    settle_layout(fig)
+    renderer = fig.canvas.get_renderer()
+    suptitle_bottom = fig._suptitle.get_window_extent(renderer).y0
+    assert suptitle_bottom > max(ax.title.get_window_extent(renderer).y1 for ax in axes[0]) + 2
+    for upper, lower in zip(axes[:-1], axes[1:]):
+        lowest_label = min(ax.xaxis.label.get_window_extent(renderer).y0 for ax in upper)
+        assert lowest_label > max(ax.title.get_window_extent(renderer).y1 for ax in lower) + 2
+    plt.close(fig)

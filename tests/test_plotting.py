@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from minisd3.course.plotting import plot_against_steps, plot_points, settle_layout
+from minisd3.course.plotting import explorer, plot_against_steps, plot_points, settle_layout
 
 
 def test_ticks_sit_at_the_measured_steps():
@@ -51,4 +51,27 @@ def test_settled_suptitle_and_rows_keep_clear_of_square_panels(rows, cols, size)
     for upper, lower in zip(axes[:-1], axes[1:]):
         lowest_label = min(ax.xaxis.label.get_window_extent(renderer).y0 for ax in upper)
         assert lowest_label > max(ax.title.get_window_extent(renderer).y1 for ax in lower) + 2
+    plt.close(fig)
+
+
+def test_explorer_without_widgets_draws_one_composed_figure(monkeypatch):
+    """Headless (nbval, MINISD3_STATIC=1) the explorer's fallback is one figure: a grid with a row per
+    value of the first static control, each panel drawn by ``render`` into its own axes."""
+    monkeypatch.setenv("MINISD3_STATIC", "1")
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(plt.gcf()))
+    drawn = []
+
+    def render(ax, steps, round_):
+        drawn.append((steps, round_))
+        ax.set_title(f"{steps} steps, round {round_}")
+
+    assert explorer(render, controls={"steps": [1, 2, 8], "round_": [0, 1]},
+                    static={"steps": [1, 8], "round_": [0, 1]}, title="overall") is None
+    assert len(shown) == 1  # one figure, shown once
+    fig = shown[0]
+    assert drawn == [(1, 0), (1, 1), (8, 0), (8, 1)]
+    assert [ax.get_title() for ax in fig.axes] == ["1 steps, round 0", "1 steps, round 1", "8 steps, round 0",
+                                                   "8 steps, round 1"]
+    assert fig.axes[2].get_subplotspec().rowspan.start == 1 and fig._suptitle.get_text() == "overall"
     plt.close(fig)

@@ -1,6 +1,6 @@
 """Plot helpers shared by the lessons: point clouds, vector fields, trajectories, digit grids,
 curves against steps, adherence beside its chance rate, a layout pass that keeps suptitles clear of
-fixed-aspect panels, and an ipywidgets explorer that falls back to static figures.
+fixed-aspect panels, and an ipywidgets explorer that falls back to one composed static figure.
 
 Each helper draws on a given matplotlib ``Axes`` and sets a title and axis labels; the lesson
 adds the sentence that says what to see.
@@ -158,26 +158,43 @@ def widgets_available() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def explorer(render: Callable[..., plt.Figure], controls: dict[str, Sequence], static: dict[str, Sequence] | None = None):
-    """Explore ``render(**values)`` with one slider/dropdown per entry of ``controls``.
+def explorer(render: Callable[..., None], controls: dict[str, Sequence], static: dict[str, Sequence] | None = None,
+             title: str = "", panel_size: float = 4.2):
+    """Explore ``render(ax, **values)`` with one slider per entry of ``controls``.
 
-    Without a widget frontend (plain Python, ``MINISD3_STATIC=1``) it renders the combinations
-    of ``static`` (default: the first value of each control) as ordinary figures instead.
+    ``render`` draws one view into the given ``Axes`` (with its own panel title). In a live
+    Jupyter kernel with ipywidgets each slider move redraws one panel. Without a widget frontend
+    (plain Python, nbval, ``MINISD3_STATIC=1``) it draws every combination of ``static``
+    (default: the first value of each control) as the panels of **one** composed figure, a grid
+    with one row per value of the first ``static`` entry, under the suptitle ``title``.
+    Either way it shows its output itself (so a notebook cell shows it once) and returns None.
     """
     if widgets_available():
         import ipywidgets as widgets
 
         def draw(**values):
-            render(**values)
+            fig, ax = plt.subplots(figsize=(panel_size, panel_size))
+            render(ax, **values)
             plt.show()
 
         ui = {name: widgets.SelectionSlider(options=list(options), description=name) for name, options in controls.items()}
-        return widgets.interactive(draw, **ui)
+        from IPython.display import display
+
+        display(widgets.interactive(draw, **ui))
+        return None
     static = static or {name: [options[0]] for name, options in controls.items()}
     names = list(static)
-    for combo in itertools.product(*(static[name] for name in names)):
-        render(**dict(zip(names, combo)))
-        plt.show()
+    combos = list(itertools.product(*(static[name] for name in names)))
+    rows = len(static[names[0]])
+    cols = len(combos) // rows
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_size * cols, panel_size * rows + 0.6), layout="constrained",
+                             squeeze=False)
+    for ax, combo in zip(axes.ravel(), combos):
+        render(ax, **dict(zip(names, combo)))
+    if title:
+        fig.suptitle(title)
+    settle_layout(fig)
+    plt.show()
     return None
 
 

@@ -15,7 +15,8 @@ Lesson modules (flat in ``minisd3/``, what the notebooks import), in lesson orde
     07 MM-DiT and QK-norm      blocks and models (MM-DiT), text (tokenizer, encoder), text_to_image,
                                shapes (captioned scenes), adherence (the detector), convert (diffusers)
     08 latent space            autoencoder (KL autoencoder, scale and shift), metrics
-    shared                     env (device, fast mode), seeding, validation, files (atomic writes)
+    shared                     env (device, fast mode), seeding, validation, files (atomic writes),
+                               figures (what a displayed figure says about itself)
 
 ``minisd3.engine``: the training engine behind ``python -m minisd3 train`` (config, data, sources,
 latent_cache, loop, checkpoints, evaluation, grids, benchmark). ``minisd3.course``: the course's

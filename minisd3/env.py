@@ -90,9 +90,13 @@ def get_device(name: str | None = None) -> torch.device:
 def env_report(device: str | None = None) -> dict[str, str]:
     """Print and return what this lesson runs on: versions, device, CPU threads and fast/full mode.
 
-    Also sets the CPU threads (:func:`use_threads`: ``MINISD3_THREADS``, else :data:`CPU_THREADS`).
+    Also sets the CPU threads (:func:`use_threads`: ``MINISD3_THREADS``, else :data:`CPU_THREADS`) and, in a
+    notebook, saves a description of every figure beside its picture (:func:`minisd3.figures.record_figures`).
     """
+    from .figures import record_figures
+
     use_threads()
+    record_figures()
     dev = get_device(device)
     report = {
         "python": platform.python_version(),

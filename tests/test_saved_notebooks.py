@@ -28,3 +28,15 @@ def test_saved_progress_is_finished_and_no_widget_is_needed(path):
 def test_the_environment_report_prints_once(path):
     reports = [o for _, o in outputs(path) if "cpu threads" in (o.get("text", "") + str(o.get("data", {})))]
     assert len(reports) == 1, f"{len(reports)} environment reports"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_every_saved_figure_has_a_title_labelled_axes_and_readable_text(path):
+    from minisd3.figures import FIGURE_MIME, figure_problems
+
+    pictures = [(i, o) for i, o in outputs(path) if "image/png" in o.get("data", {})]
+    assert pictures, "a lesson with no figure"
+    for index, output in pictures:
+        description = output["data"].get(FIGURE_MIME)
+        assert description is not None, f"cell {index}: a figure saved without its description (re-run the lesson)"
+        assert figure_problems(description) == [], f"cell {index}: {figure_problems(description)}"

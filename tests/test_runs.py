@@ -124,6 +124,11 @@ def test_execute_writes_to_out_and_never_in_place_unless_asked(tmp_path):
     broken = cli("execute", str(lesson), "--out", str(tmp_path / "ran"))
     assert broken.returncode == 2 and "cell 0 raised ZeroDivisionError" in broken.stderr
     assert "Traceback" not in broken.stderr
+    cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("import os; os._exit(1)")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), lesson)
+    died = cli("execute", str(lesson), "--out", str(tmp_path / "died"))
+    assert died.returncode == 2 and "the kernel died while running cell 1" in died.stderr, died.stderr[-2000:]
+    assert "Traceback" not in died.stderr and not (tmp_path / "died" / "lesson.ipynb").exists()
 
 
 def test_checkpoint_and_set_errors_name_the_flag_and_say_what_was_found(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, DeadKernelError
 
 from ..env import FAST_ENV, STATIC_ENV
 
@@ -18,6 +18,8 @@ def execute_notebook(path: str | Path, *, fast: bool, allow_errors: bool = False
 
     ``fast`` sets ``MINISD3_FAST`` for the kernel. Widgets fall back to static figures. The
     executed notebook is written to ``save_to`` when given. Returns it with the wall time in s.
+
+    Raises ValueError (one line: the notebook, the cell, what happened) when a cell raises or the kernel dies.
     """
     path = Path(path)
     if not path.is_file():
@@ -39,6 +41,11 @@ def execute_notebook(path: str | Path, *, fast: bool, allow_errors: bool = False
         failed = next((i for i, cell in enumerate(nb.cells) if any(o.get("output_type") == "error"
                                                                      for o in cell.get("outputs", []))), None)
         raise ValueError(f"{path}: cell {failed} raised {err.ename}: {err.evalue}") from err
+    except DeadKernelError as err:
+        code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+        started = getattr(client, "code_cells_executed", 0)  # nbclient counts a cell as it starts it
+        where = f"while running cell {code[started - 1]}" if 0 < started <= len(code) else "before its first cell"
+        raise ValueError(f"{path}: the kernel died {where} (killed, or out of memory); nothing was written") from err
     finally:
         for key, value in saved.items():
             if value is None:

@@ -9,24 +9,25 @@ What the main job's step costs on this machine, and what each choice buys (docs/
 
     OMP_NUM_THREADS=1 python benchmarks/cpu_step.py --steps 40
 
-Each variant trains ``--steps`` steps after 5 warm-up steps on fresh draws of the same stream;
-the model step (forward, backward, AdamW, EMA) is timed in process CPU seconds, the data draw
+Each variant trains ``--steps`` steps of the engine's own training step (``Trainer.train_step``) after 5
+warm-up steps on fresh draws of the same stream; the model step (forward, backward, clipping, AdamW,
+EMA) is timed in process CPU seconds, the data draw
 separately, and the wall time of the whole step with the draw in a worker.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import minisd3.attention as attention
-from minisd3.engine.config import apply_overrides, build_model, preset_config
-from minisd3.engine.loop import StepDraws, update_ema
-from minisd3.engine.sources import make_source
+from minisd3.engine.config import apply_overrides, preset_config
+from minisd3.engine.loop import Distributed, Trainer
 from minisd3.env import use_threads
 
 
@@ -42,34 +43,25 @@ def bf16_flash_attention():
 
 
 def measure(config, steps: int, workers: int) -> dict:
-    draws = StepDraws(make_source(config), config)
-    torch.manual_seed(0)
-    model = build_model(config, draws.source.vocabulary, draws.source.channels)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, fused=True)  # as the Trainer on the CPU
     config.data_workers = workers
-    model_cpu = draw_cpu = 0.0
-    wall = None
-    for i, drawn in enumerate(draws.iterate(0, steps + 5)):
-        if i == 5:
-            wall, model_cpu, draw_cpu = time.perf_counter(), 0.0, 0.0
-        images, captions, t, eps, drop, worker_cpu = drawn
-        start = time.process_time()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            loss = model(images, captions, eps=eps, t=t, drop=drop)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        update_ema(ema, model, 0.999)
-        model_cpu += time.process_time() - start
-        if worker_cpu is None:  # drawn in this process: time a fresh draw of the same size
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(config, Path(out), Distributed("cpu"))  # the engine's step: forward, backward, AdamW, EMA
+        model_cpu = draw_cpu = 0.0
+        wall = None
+        for i, drawn in enumerate(trainer.draws.iterate(0, steps + 5)):
+            if i == 5:
+                wall, model_cpu, draw_cpu = time.perf_counter(), 0.0, 0.0
             start = time.process_time()
-            draws.draw(i)
-            draw_cpu += time.process_time() - start
-        else:
-            draw_cpu += worker_cpu
-    wall = time.perf_counter() - wall
+            trainer.train_step(i, drawn)
+            model_cpu += time.process_time() - start
+            worker_cpu = drawn[-1]
+            if worker_cpu is None:  # drawn in this process: time a fresh draw of the same size
+                start = time.process_time()
+                trainer.draws.draw(i)
+                draw_cpu += time.process_time() - start
+            else:
+                draw_cpu += worker_cpu
+        wall = time.perf_counter() - wall
     return {"model ms": 1000 * model_cpu / steps, "draw ms": 1000 * draw_cpu / steps,
             "wall ms": 1000 * wall / steps if workers else None}
 

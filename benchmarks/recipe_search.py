@@ -1,9 +1,9 @@
 """Benchmark: prompt adherence of a text-to-image recipe on the shapes for a fixed CPU budget.
 
-How the `shapes` preset was chosen (docs/text_to_image_recipe.md): each variant trains the
-engine's model (``minisd3.engine.config.build_model``: MM-DiT + small text encoder) with the engine's
-data, times, learning-rate and EMA schedules until its training steps have used ``--budget``
-process-CPU seconds (evaluation not counted), then samples the EMA model (20 Euler steps) for
+How the `shapes` preset was chosen (docs/text_to_image_recipe.md): each variant trains with the
+engine's own training step (``minisd3.engine.loop.Trainer.train_step``: the MM-DiT and its small text
+encoder, the engine's data, times, learning-rate and EMA schedules) until its training steps have used
+``--budget`` process-CPU seconds (evaluation not counted), then samples the EMA model (20 Euler steps) for
 256 prompts of held-out (colour, shape) pairs and 256 of training pairs and prints the adherence
 of each attribute beside its chance rate (the same images scored against shuffled prompts).
 
@@ -18,46 +18,30 @@ Run variants one per core with ``OMP_NUM_THREADS=1`` so they can be compared by 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import time
+import tempfile
+from pathlib import Path
 
 import torch
 
 from minisd3.adherence import adherence_report, chance_report
-from minisd3.engine.config import apply_overrides, build_model, preset_config
-from minisd3.engine.loop import ema_decay_at, learning_rate, step_generator, training_times, update_ema
-from minisd3.engine.sources import make_source
-from minisd3.guidance import drop_mask
-from minisd3.seeding import make_generator, randn
+from minisd3.engine.config import apply_overrides, preset_config
+from minisd3.engine.loop import Distributed, Trainer
+from minisd3.seeding import make_generator
 
 
 def train_for(config, budget: float, log_every: int = 100):
-    """Train until the steps have used ``budget`` CPU seconds (or ``max_steps``); returns (EMA model, source, steps, CPU s)."""
-    source = make_source(config)
-    torch.manual_seed(config.seed)
-    model = build_model(config, source.vocabulary, source.channels)
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start, step = time.process_time(), 0
-    while time.process_time() - start < budget and step < config.max_steps:
-        g = step_generator(config.seed, step)
-        x0, captions = source.batch(step, config.batch_size, g)
-        t = training_times(config.batch_size, g, config.time_sampler, config.shift)
-        eps, drop = randn(x0.shape, g), drop_mask(config.batch_size, config.p_uncond, g)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config.lr, config.warmup_steps, config.max_steps)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-            loss = model(x0, captions, eps=eps, t=t, drop=drop)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        update_ema(ema, model, ema_decay_at(step, config.ema_decay))
-        step += 1
-        if step % log_every == 0:
-            print(f"step {step} loss {loss.item():.4f} cpu {time.process_time() - start:.0f} s", flush=True)
-    return ema, source, step, time.process_time() - start
+    """Train with the engine's :class:`Trainer` until its steps have used ``budget`` CPU seconds (or
+    ``max_steps``); returns (EMA model, source, steps, CPU s)."""
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(config, Path(out), Distributed(config.device))
+        step = 0
+        while trainer.cpu.seconds < budget and step < config.max_steps:
+            loss, _, _ = trainer.train_step(step)
+            step += 1
+            if step % log_every == 0:
+                print(f"step {step} loss {loss:.4f} cpu {trainer.cpu.seconds:.0f} s", flush=True)
+    return trainer.ema, trainer.source, step, trainer.cpu.seconds
 
 
 @torch.no_grad()

@@ -75,3 +75,28 @@ def test_explorer_without_widgets_draws_one_composed_figure(monkeypatch):
                                                    "8 steps, round 1"]
     assert fig.axes[2].get_subplotspec().rowspan.start == 1 and fig._suptitle.get_text() == "overall"
     plt.close(fig)
+
+
+def test_a_picture_is_shown_pixel_for_pixel_under_its_wrapped_title():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from minisd3.course.plotting import show_picture
+    from minisd3.figures import describe_figure, figure_problems
+
+    pixels = np.random.default_rng(0).integers(0, 256, (120, 300, 3), dtype=np.uint8)
+    fig = show_picture(Image.fromarray(pixels), "a title long enough to need wrapping at three hundred pixels " * 2)
+    assert fig.get_size_inches()[0] * fig.dpi == pytest.approx(300)
+    ax = fig.axes[0]
+    assert ax.get_position().height * fig.get_size_inches()[1] * fig.dpi == pytest.approx(120)
+    assert "\n" in ax.get_title()
+    assert figure_problems(describe_figure(fig)) == []
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    drawn = np.asarray(Image.open(buffer).convert("RGB"))
+    assert (drawn[-120:] == pixels).all()  # the picture's own pixels, unscaled
+    with pytest.raises(ValueError, match="title"):
+        show_picture(pixels, " ")
+    plt.close("all")

@@ -1,6 +1,7 @@
 """Plot helpers shared by the lessons: point clouds, vector fields, trajectories, digit grids,
 curves against steps, adherence beside its chance rate, a layout pass that keeps suptitles clear of
-fixed-aspect panels, and an ipywidgets explorer that falls back to one composed static figure.
+fixed-aspect panels, a ready-made picture (a labelled sample grid) shown pixel for pixel under a title,
+and an ipywidgets explorer that falls back to one composed static figure.
 
 Each helper draws on a given matplotlib ``Axes`` and sets a title and axis labels; the lesson
 adds the sentence that says what to see.
@@ -8,6 +9,7 @@ adds the sentence that says what to see.
 from __future__ import annotations
 
 import itertools
+import textwrap
 from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
@@ -217,3 +219,32 @@ def plot_losses(ax, losses: dict[str, Sequence[float]], title: str, window: int 
     ax.legend()
     ax.grid(alpha=0.3)
     return ax
+
+
+def show_picture(picture, title: str, fontsize: float = 12.0) -> plt.Figure:
+    """A ready-made picture (a PIL image such as :func:`minisd3.engine.grids.labelled_grid`, or an
+    (H, W, 3) uint8 array) as a figure with ``title`` above it, one picture pixel per figure pixel at
+    the figure's dpi, so that the text drawn into the picture stays sharp; returns the figure (call
+    ``plt.show()``).
+
+    The title is wrapped to the picture's width. Shown as a matplotlib figure, the picture carries the
+    description of :mod:`minisd3.figures` like any other figure (a picture panel under a title).
+    """
+    pixels = np.asarray(picture.convert("RGB") if hasattr(picture, "convert") else picture)
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ValueError(f"picture: expected an RGB image (PIL, or an (H, W, 3) array), got shape {pixels.shape}")
+    if not title.strip():
+        raise ValueError("title: expected a title for the picture, got an empty string")
+    height, width = pixels.shape[:2]
+    dpi = float(plt.rcParams["figure.dpi"])
+    points_to_pixels = dpi / 72
+    characters = max(20, int(width / (0.58 * fontsize * points_to_pixels)))  # DejaVu Sans: about 0.58 em a character
+    lines = textwrap.wrap(title, characters)
+    title_height = (len(lines) * 1.25 * fontsize + 8) * points_to_pixels
+    fig = plt.figure(figsize=(width / dpi, (height + title_height) / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, height / (height + title_height)))
+    ax.imshow(pixels, interpolation="none", aspect="auto")
+    ax.set(xticks=[], yticks=[])  # no tick labels, even hidden ones
+    ax.set_axis_off()
+    ax.set_title("\n".join(lines), fontsize=fontsize)
+    return fig

@@ -32,9 +32,10 @@ def _visible_texts(fig) -> list:
 
 
 def describe_figure(fig: plt.Figure) -> dict:
-    """The readable parts of ``fig``: title (suptitle, else the title of its only panel besides colour bars), width in inches, the
-    scale at which a notebook shows it (≤ 1: :data:`DISPLAY_WIDTH_PX` over its width in pixels), the smallest visible text in points at that scale, and per
-    visible panel its title, x and y labels, whether it is a picture (an image without axes) or a colour bar."""
+    """The readable parts of ``fig``: its title (the suptitle, else the title of its only panel besides
+    colour bars), its width in inches, the scale at which a notebook shows it (≤ 1: :data:`DISPLAY_WIDTH_PX`
+    over its width in pixels), its smallest visible text in points at that scale, and per visible panel
+    its title, x and y labels, whether it is a picture (drawn without axes) or a colour bar."""
     fig.canvas.draw()  # tick labels exist only once drawn
     width_in = float(fig.get_size_inches()[0])
     scale = min(1.0, DISPLAY_WIDTH_PX / (width_in * fig.dpi))

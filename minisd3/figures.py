@@ -57,9 +57,9 @@ def describe_figure(fig: plt.Figure) -> dict:
 def figure_problems(description: dict) -> list[str]:
     """What keeps a reader from reading a described figure (empty when nothing does).
 
-    A figure needs a title (a suptitle when it has several panels); a panel that plots data needs a
-    title (or the figure's, when it is the only one) and x and y labels; a colour bar needs a label;
-    no text may be smaller than :data:`MIN_TEXT_PT` at display size.
+    A figure needs a title (a suptitle when it has several panels besides colour bars); a panel that
+    plots data needs x and y labels (panels drawn without axes need none); a colour bar needs a label;
+    no text may be smaller than :data:`MIN_TEXT_PT` at display size. Panel titles are not required.
     """
     problems = [] if description["title"] else ["no title"]
     panels = description["axes"]

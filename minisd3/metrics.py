@@ -1,6 +1,7 @@
 """Sample-quality metrics that need no download: sliced Wasserstein distance and MMD.
 
     SW₂(P, Q)² = E_{θ ~ U(S^{D−1})} W₂²(θᵀP, θᵀQ),  W₂ of 1-D sets = RMS of sorted differences
+    SW₁(P, Q)  = E_{θ ~ U(S^{D−1})} W₁(θᵀP, θᵀQ),   W₁ of 1-D sets = mean |sorted differences|
     MMD²(P, Q) = E k(x, x′) + E k(y, y′) − 2 E k(x, y),  k(a, b) = Σ_σ exp(−‖a − b‖² / (2σ²))
 """
 from __future__ import annotations
@@ -20,11 +21,15 @@ def _flat_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return x, y
 
 
-def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 256, seed: int = 0) -> float:
-    """SW₂ between two sample sets (N, ...) and (M, ...); unequal sizes are compared by quantiles.
+def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 256, seed: int = 0,
+                       p: int = 2) -> float:
+    """SW_p between two sample sets (N, ...) and (M, ...); unequal sizes are compared by quantiles.
 
-    The projections come from ``seed``, so the same sets always give the same number.
+    ``p = 2`` (the default, the lessons' metric) or ``p = 1``. The projections come from ``seed``,
+    so the same sets always give the same number.
     """
+    if p not in (1, 2):
+        raise ValueError(f"p: expected 1 or 2, got {p!r}")
     x, y = _flat_pair(x, y)
     theta = randn((x.shape[1], n_projections), make_generator(seed), x.device)
     theta = theta / theta.norm(dim=0, keepdim=True)
@@ -34,6 +39,8 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
         n = min(px.shape[0], py.shape[0])
         q = torch.linspace(0, 1, n, device=x.device)
         px, py = torch.quantile(px, q, dim=0), torch.quantile(py, q, dim=0)
+    if p == 1:
+        return float((px - py).abs().mean())
     return float(((px - py) ** 2).mean().sqrt())
 
 

@@ -48,6 +48,30 @@ def test_one_dimensional_value_is_the_rms_of_sorted_differences():
     assert sliced_wasserstein(x, y) == pytest.approx(expected, rel=1e-5)
 
 
+def test_sliced_w1_is_the_mean_absolute_sorted_difference_and_sits_below_sw2():
+    x, y = cloud(500, 1, 2), 2 * cloud(500, 1, 3) + 0.3
+    expected = np.mean(np.abs(np.sort(x.numpy()[:, 0]) - np.sort(y.numpy()[:, 0])))
+    assert sliced_wasserstein(x, y, p=1) == pytest.approx(expected, rel=1e-5)
+    assert sliced_wasserstein(x, x + 0.7, p=1) == pytest.approx(0.7, rel=1e-5)
+    a, b = cloud(800, 2, 4), cloud(800, 2, 5) * 1.5
+    assert sliced_wasserstein(a, b, p=1) < sliced_wasserstein(a, b, p=2)  # the mean is below the RMS
+    with pytest.raises(ValueError, match="p: expected 1 or 2"):
+        sliced_wasserstein(a, b, p=3)
+
+
+def test_the_noise_floor_of_two_draws_is_small_next_to_a_different_distribution():
+    """The floor of benchmarks/flows_2d_convergence.py: two independent 4000-point draws of two moons
+    differ only by sampling noise, far less than two moons against 8 Gaussians or a slightly bent moons."""
+    from minisd3.toy2d import sample_8gaussians, sample_two_moons
+
+    reference = sample_two_moons(4000, make_generator(1))
+    floor = sliced_wasserstein(sample_two_moons(4000, make_generator(2)), reference, p=1)
+    assert 0 < floor < 0.06
+    assert sliced_wasserstein(sample_8gaussians(4000, make_generator(2)), reference, p=1) > 20 * floor
+    wider = sample_two_moons(4000, make_generator(2)) * torch.tensor([1.1, 1.0])
+    assert sliced_wasserstein(wider, reference, p=1) > 2 * floor
+
+
 def test_unequal_sizes_and_image_shaped_samples():
     x = torch.randn(300, 1, 2, 2, generator=make_generator(4))
     y = torch.randn(500, 1, 2, 2, generator=make_generator(5))

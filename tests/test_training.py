@@ -8,7 +8,7 @@ from minisd3.nets import TimeMLP, count_parameters
 from minisd3.rectified_flow import rf_loss
 from minisd3.seeding import make_generator
 from minisd3.toy2d import sample_8gaussians
-from minisd3.training import RECIPES, fit, row_sampler, train_ddpm, train_rectified_flow, train_reflow
+from minisd3.training import RECIPES, ema_decay_at, fit, row_sampler, train_ddpm, train_rectified_flow, train_reflow
 
 
 def small_model(seed=0):
@@ -41,6 +41,31 @@ def test_train_stops_on_a_non_finite_loss():
     with pytest.raises(FloatingPointError):
         fit(model, lambda m, b, g: m(b, torch.full((8,), 0.5)).sum() * float("nan"),
               lambda g: sample_8gaussians(8, g), steps=3, progress=False)
+
+
+def test_with_ema_the_model_ends_holding_the_average_of_the_raw_weights():
+    """The same seeded run with and without ``ema``: identical losses (the average never feeds back), and
+    the final weights equal the average of the raw run's weights computed here by hand."""
+    batch = lambda g: sample_8gaussians(64, g)  # noqa: E731
+    raw_weights = []
+    raw_model = small_model()
+    raw = fit(raw_model, rf_step_loss, batch, steps=25, seed=3, progress=False,
+              callback=lambda step, m: raw_weights.append([p.detach().clone() for p in m.parameters()]))
+    seen = []
+    averaged_model = small_model()
+    averaged = fit(averaged_model, rf_step_loss, batch, steps=25, seed=3, progress=False, ema=0.9,
+                   callback=lambda step, m: seen.append((step, m is averaged_model)))
+    assert averaged == raw
+    assert [s for s, _ in seen] == list(range(1, 26)) and not any(same for _, same in seen)
+    by_hand = [p.detach().clone() for p in small_model().parameters()]
+    for step, weights in enumerate(raw_weights):
+        d = ema_decay_at(step, 0.9)
+        by_hand = [d * a + (1 - d) * w for a, w in zip(by_hand, weights)]
+    for p, expected in zip(averaged_model.parameters(), by_hand):
+        assert torch.allclose(p, expected, atol=1e-6)
+    assert not torch.allclose(next(averaged_model.parameters()), next(raw_model.parameters()))
+    with pytest.raises(ValueError, match="ema: expected"):
+        fit(small_model(), rf_step_loss, batch, steps=1, ema=1.0, progress=False)
 
 
 def test_short_rectified_flow_run_lowers_the_loss():

@@ -44,6 +44,7 @@ from ..files import atomic_file, load_weights_into, write_text_atomic
 from ..guidance import drop_mask
 from ..seeding import make_generator, randn
 from ..timesteps import make_time_sampler, shift_time
+from ..training import ema_decay_at, update_ema
 from .checkpoints import load_state, load_tensors, resolve_checkpoint, restore_optimizer, save_checkpoint
 from .config import TrainConfig, build_model
 from .evaluation import adherence_columns, evaluate, flatten_adherence, json_safe, save_sample_grid
@@ -68,18 +69,6 @@ def learning_rate(step: int, lr: float, warmup_steps: int, max_steps: int) -> fl
         return lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def ema_decay_at(step: int, ema_decay: float) -> float:
-    """The EMA decay after step ``step``: min(ema_decay, (1 + step)/(10 + step)) (module docstring)."""
-    return min(ema_decay, (1 + step) / (10 + step))
-
-
-@torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """θ_ema ← d·θ_ema + (1 − d)·θ for every parameter (module docstring)."""
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p, 1 - decay)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

@@ -3,10 +3,11 @@ sliced-Wasserstein threshold on the CPU.
 
 The network and settings are ``minisd3.training.RECIPES["2d"]``; training is
 ``train_rectified_flow(..., sample_source=sample_8gaussians)`` planned for the recipe's full number
-of steps, scoring the raw weights: the recipe's moving average of the weights (``RECIPES["2d"].ema``, which
-lesson 03 now samples) is not used here; ``benchmarks/flows_2d_convergence.py`` measures the recipe with it. Every ``--eval-every`` steps the model is sampled with
-16 Euler steps from 2000 fresh 8-Gaussians points and compared with 2000 fresh two-moons points
-(SW₂, :func:`minisd3.metrics.sliced_wasserstein`); the run stops at the first evaluation at or under
+of steps, scoring the raw weights: the recipe's moving average of the weights (``RECIPES["2d"].ema``,
+which lesson 03 now samples) is not used here; ``benchmarks/flows_2d_convergence.py`` measures the
+recipe with it. Every ``--eval-every`` steps the model is sampled with 16 Euler steps from 2000 fresh
+8-Gaussians points and compared with 2000 fresh two-moons points (SW₂,
+:func:`minisd3.metrics.sliced_wasserstein`); the run stops at the first evaluation at or under
 the threshold. Evaluation time is measured apart and not counted.
 
     python benchmarks/rf_2d_speed.py [--threshold 0.15] [--threads N] [--eval-every 100] [--curve]

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import statistics
 import time
 
 import torch
+from rf_2d_speed import machine  # the sibling benchmark's one-line machine description
 
 from minisd3.metrics import sliced_wasserstein
 from minisd3.rectified_flow import sample
@@ -120,12 +119,6 @@ def parse_sets(items: list[str], recipe):
         else:
             changes[key] = type(getattr(recipe, key))(value)
     return dataclasses.replace(recipe, **changes)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    load = ", load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
-    return f"{cpu}, {os.cpu_count()} CPUs{load}"
 
 
 def main(argv: list[str] | None = None) -> int:

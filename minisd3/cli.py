@@ -80,8 +80,10 @@ def check_sample_flags(args: argparse.Namespace) -> None:
 
 def _sample(args: argparse.Namespace) -> int:
     from .engine.checkpoints import load_run
-    from .engine.grids import save_images, save_labelled_grid
+    from .engine.evaluation import reading_notes
+    from .engine.grids import HELD_OUT_HEADER, TRAIN_HEADER, WORD_HEADERS, save_images, save_labelled_grid
     from .engine.sources import make_source
+    from .glyphs import word_of
     from .seeding import make_generator
 
     check_sample_flags(args)
@@ -90,7 +92,8 @@ def _sample(args: argparse.Namespace) -> int:
     cfg = config.sample_cfg if args.cfg is None else args.cfg
     shift = config.shift if args.shift is None else args.shift
     # the source gives class names, the latent decoder and the shapes split; CIFAR-10 is only read for --label
-    source = make_source(config) if args.label is not None or config.latents or config.data == "shapes" else None
+    source = (make_source(config) if args.label is not None or config.latents or config.data in ("shapes", "glyphs")
+              else None)
     if args.label is not None:
         names = getattr(source, "class_names", None)
         if names is None:
@@ -101,7 +104,13 @@ def _sample(args: argparse.Namespace) -> int:
     else:
         prompt = args.prompt
     split = getattr(source, "split", None)  # shapes: tag the prompt's pairs, show the detector's verdicts
-    held_out = [split.is_held_out(prompt)] * args.n if split is not None else None  # parses the caption first
+    words = getattr(source, "words", None)  # glyphs: tag a held-out word, show what the reader reads
+    if split is not None:
+        held_out = [split.is_held_out(prompt)] * args.n  # parses the caption first
+    elif words is not None:
+        held_out = [word_of(prompt, "--prompt") not in words.train] * args.n
+    else:
+        held_out = None
     images = model.sample([prompt] * args.n, steps=steps, cfg=cfg, shift=shift, method=args.method,
                           generator=make_generator(args.seed))
     if source is not None:  # latents (a cache, or shapes encoded on the fly) are decoded; pixels pass through
@@ -110,6 +119,8 @@ def _sample(args: argparse.Namespace) -> int:
     folder = out.is_dir() or not out.suffix  # a folder: each sample as its own PNG, and the labelled grid
     grid = out / "grid.png" if folder else out
     save_labelled_grid(grid, images, [prompt] * args.n, held_out, verdicts=split is not None,
+                       notes=reading_notes(images, [prompt] * args.n) if words is not None else None,
+                       headers=WORD_HEADERS if words is not None else (HELD_OUT_HEADER, TRAIN_HEADER),
                        title=f"{prompt!r}: {steps} {args.method} steps, cfg {cfg}, shift {shift}, seed {args.seed}")
     written = [grid]
     if folder:

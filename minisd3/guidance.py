@@ -42,8 +42,10 @@ def guided_field(velocity: Callable[..., torch.Tensor], cond: tuple, uncond: tup
     return field
 
 
-def drop_mask(batch: int, p: float, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """A (batch,) bool mask, True with probability p: which conditions to replace by the null one."""
+def drop_mask(batch: int | tuple[int, ...], p: float, generator: torch.Generator | None = None,
+              device=None) -> torch.Tensor:
+    """A (batch,) bool mask (or of shape ``batch`` when a tuple), each entry True with probability p
+    independently: which conditions to replace by the null one."""
     if not 0 <= p <= 1:
         raise ValueError(f"p: expected a probability in [0, 1], got {p}")
-    return rand((batch,), generator, device) < p
+    return rand((batch,) if isinstance(batch, int) else tuple(batch), generator, device) < p

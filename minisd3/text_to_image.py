@@ -1,6 +1,8 @@
 """Text-to-image rectified flow: an MM-DiT and a text encoder trained together, sampled with CFG.
 
     training   caption → "" with probability p_uncond (CFG dropout);  (c_ctxt, pooled) = encoder(caption)
+               with several encoders (:class:`~minisd3.multi_text.MultiTextEncoder`) each is dropped
+               independently with probability p_uncond instead, as SD3 drops CLIP-L, CLIP-G and T5
                t ~ logit-normal(0, 1);  loss = ‖v̂(z_t, t, c_ctxt, pooled) − (ε − x0)‖²
     sampling   Euler/Heun from t = 1 to 0 on  v_∅ + w·(v_c − v_∅),  optional resolution shift α
 """
@@ -36,15 +38,34 @@ class TextToImage(nn.Module):
         """The training loss (so that DistributedDataParallel sees a forward call); see :meth:`loss`."""
         return self.loss(images, captions, **kwargs)
 
-    def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(c_ctxt, pooled) for a list of captions; "" is the null condition."""
-        return self.text_encoder(list(captions))
+    @property
+    def num_encoders(self) -> int:
+        """How many text encoders the model reads (each dropped independently in training)."""
+        return getattr(self.text_encoder, "num_encoders", 1)
+
+    def encode(self, captions: Sequence[str], drop: torch.Tensor | None = None,
+               only: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c_ctxt, pooled) for a list of captions; "" is the null condition.
+
+        ``drop`` (B,) replaces captions by ""; with several encoders it is (B, E) and drops each
+        encoder separately. ``only`` names the encoders to use at inference (several encoders only).
+        """
+        captions = list(captions)
+        if self.num_encoders == 1:
+            if only is not None:
+                raise ValueError(f"only: this model reads one text encoder; expected None, got {list(only)}")
+            if drop is not None:
+                captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+            return self.text_encoder(captions)
+        keep = None if drop is None else self.text_encoder.default_keep(captions, only) & ~drop.cpu()
+        return self.text_encoder(captions, keep=keep, only=only)
 
     def loss(self, images: torch.Tensor, captions: Sequence[str], p_uncond: float = 0.1,
              time_sampler: TimeSampler | None = None, generator: torch.Generator | None = None,
              eps: torch.Tensor | None = None, t: torch.Tensor | None = None,
              drop: torch.Tensor | None = None) -> torch.Tensor:
-        """The rectified-flow loss with captions dropped to "" with probability ``p_uncond``.
+        """The rectified-flow loss with captions dropped to "" with probability ``p_uncond`` (with
+        several text encoders: each encoder dropped independently with that probability).
 
         ``eps``, ``t`` and ``drop`` may be drawn by the caller (the training engine draws them for
         the global batch so that any number of processes computes the same update).
@@ -52,8 +73,9 @@ class TextToImage(nn.Module):
         if len(captions) != images.shape[0]:
             raise ValueError(f"captions: expected {images.shape[0]} captions (one per image), got {len(captions)}")
         if drop is None:
-            drop = drop_mask(len(captions), p_uncond, generator)
-        ctx, pooled = self.encode(["" if d else c for c, d in zip(captions, drop.tolist())])
+            shape = len(captions) if self.num_encoders == 1 else (len(captions), self.num_encoders)
+            drop = drop_mask(shape, p_uncond, generator)
+        ctx, pooled = self.encode(captions, drop)
         sampler = time_sampler or make_time_sampler("lognorm(0,1)")
         return rf_loss(lambda z, t_: self.mmdit(z, t_, ctx, pooled), images, eps=eps, t=t, time_sampler=sampler,
                        generator=generator)
@@ -61,13 +83,14 @@ class TextToImage(nn.Module):
     @torch.no_grad()
     def sample(self, captions: Sequence[str], steps: int = 20, cfg: float = 3.0, shift: float = 1.0,
                method: str = "euler", generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-               return_trajectory: bool = False) -> torch.Tensor | Trajectory:
-        """Images (B, C, H, W) for ``captions``, from t = 1 to 0 with guidance scale ``cfg``."""
+               return_trajectory: bool = False, only: Sequence[str] | None = None) -> torch.Tensor | Trajectory:
+        """Images (B, C, H, W) for ``captions``, from t = 1 to 0 with guidance scale ``cfg``;
+        ``only`` names the text encoders to condition on (several encoders only; default all)."""
         config = self.mmdit.config
         device = next(self.parameters()).device
         if noise is None:
             noise = randn((len(captions), config.in_channels, config.input_size, config.input_size), generator, device)
-        cond = self.encode(captions)
+        cond = self.encode(captions, only=only)
         uncond = self.encode([""] * len(captions))
         field = guided_field(self.mmdit, cond, uncond, cfg)
         return integrate(field, noise, sampling_times(steps, shift, device), method, return_trajectory)

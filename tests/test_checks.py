@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from minisd3 import blocks, ddpm, embeddings, guidance, ode, patches, rectified_flow, timesteps
+from minisd3 import blocks, ddpm, embeddings, guidance, multi_text, ode, patches, rectified_flow, timesteps
 from minisd3.course import checks
 from minisd3.course.checks import (
     CHECKS,
@@ -25,6 +25,7 @@ from minisd3.course.checks import (
     lesson02_ddpm,
     lesson05_embeddings,
     lesson07_mmdit,
+    lesson10_spelling,
 )
 from minisd3.validation import expand_time
 
@@ -48,6 +49,9 @@ REFERENCES = {
     "cfg_combine": guidance.cfg_combine,
     "joint_attention": lesson07_mmdit._joint_attention_reference,
     "rms_norm": lesson07_mmdit._rms_norm_reference,
+    "char_tokenize": lesson10_spelling._char_tokenize_reference,
+    "encoder_drop_mask": multi_text.encoder_drop_mask,
+    "build_context": lesson10_spelling._build_context_reference,
 }
 
 
@@ -515,6 +519,222 @@ def test_rms_norm_mistakes(fn, keyword, capsys):
     assert_rejects("rms_norm", fn, keyword, capsys)
 
 
+# ----------------------------------------------------------------------------- lesson 10
+
+def char_tokenize_variant(bos="start", unknown="unk", first=3, pad=0, mask="lengths", limit="raise", single="raise",
+                          lower=False, sort=False, pad_to="max", ids_dtype=torch.long):
+    """A character tokenizer as a learner writes it, with one knob turned (the defaults are right)."""
+    def char_tokenize(captions, alphabet, max_length):
+        if single == "raise" and isinstance(captions, str):
+            raise ValueError("captions: expected a list of strings, got a single string")
+        stoi = {c: first + i for i, c in enumerate(sorted(alphabet) if sort else alphabet)}
+        rows = []
+        for caption in captions:
+            if {"raise": len(caption) + 1 > max_length, "off_by_one": len(caption) > max_length,
+                    "strict": len(caption) + 1 >= max_length}.get(limit, False):
+                raise ValueError(f"captions: expected at most {max_length - 1} characters")
+            tokens = []
+            for char in caption.lower() if lower else caption:
+                if char in stoi:
+                    tokens.append(stoi[char])
+                elif unknown != "drop":
+                    tokens.append({"unk": 2, "pad": 0, "minus": -1, "after": first + len(alphabet)}[unknown])
+            tokens = {"start": [1, *tokens], "end": [*tokens, 1], "none": tokens}[bos]
+            rows.append(tokens[:max_length] if limit == "truncate" else tokens)
+        length = max_length if pad_to == "max" else max(len(row) for row in rows)
+        ids = torch.full((len(rows), length), pad, dtype=ids_dtype)
+        lengths = torch.zeros(len(rows), length, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)] = torch.tensor(row, dtype=ids_dtype)  # a row that is too long fails here
+            lengths[i, :len(row)] = True
+        if mask == "none":
+            return ids
+        first_column = torch.arange(length)[None] == 0
+        return ids, {"lengths": lengths, "ids": ids != 0, "no_bos": lengths & ~first_column,
+                     "all": torch.ones_like(lengths), "inverted": ~lengths, "no_unk": lengths & (ids != 2),
+                     "int": lengths.long()}[mask]
+    return char_tokenize
+
+
+def char_tokenize_bytes(captions, alphabet, max_length):
+    """ids from the characters' code points (ByT5 takes bytes), not from the alphabet."""
+    ids = torch.zeros(len(captions), max_length, dtype=torch.long)
+    for row, caption in enumerate(captions):
+        ids[row, :len(caption) + 1] = torch.tensor([1] + [ord(c) + 3 for c in caption])
+    return ids, ids != 0
+
+
+CHAR_TOKENIZE_WRONG = [
+    # (what the student did, their function, the mistake the check names, a keyword of its message)
+    ("no [BOS]", char_tokenize_variant(bos="none"), "no_bos", "[BOS]"),
+    ("[BOS] at the end", char_tokenize_variant(bos="end"), "bos_at_end", "position 0"),
+    ("unknown characters dropped", char_tokenize_variant(unknown="drop"), "unknown_dropped", "[UNK]"),
+    ("unknown → [PAD]", char_tokenize_variant(unknown="pad"), "unknown_as_pad", "[UNK]"),
+    ("unknown → −1", char_tokenize_variant(unknown="minus"), "unknown_not_unk", "[UNK] = 2"),
+    ("unknown → an id after the alphabet", char_tokenize_variant(unknown="after"), "unknown_not_unk", "[UNK] = 2"),
+    ("characters from id 2", char_tokenize_variant(first=2), "ids_off_by_one", "3 + i"),
+    ("characters from id 4", char_tokenize_variant(first=4), "ids_off_by_one", "3 + i"),
+    ("characters from id 0 (alphabet.index)", char_tokenize_variant(first=0), "ids_offset", "3 + i"),
+    ("alphabet sorted", char_tokenize_variant(sort=True), "alphabet_sorted", "order given"),
+    ("caption lower-cased", char_tokenize_variant(lower=True), "lowercased", "lower-cased"),
+    ("padding with [BOS]", char_tokenize_variant(pad=1), "pad_not_zero", "[PAD] = 0"),
+    ("padding with −1", char_tokenize_variant(pad=-1), "pad_not_zero", "[PAD] = 0"),
+    ("mask False on [BOS]", char_tokenize_variant(mask="no_bos"), "mask_false_on_bos", "[BOS]"),
+    ("mask True on padding", char_tokenize_variant(mask="all"), "mask_true_on_padding", "padding"),
+    ("mask inverted (key_padding_mask)", char_tokenize_variant(mask="inverted"), "mask_inverted", "inverted"),
+    ("mask False on [UNK]", char_tokenize_variant(mask="no_unk"), "mask_false_on_unknown", "[UNK]"),
+    ("mask of 0/1 integers", char_tokenize_variant(mask="int"), "mask_not_bool", "bool"),
+    ("too long: truncated silently", char_tokenize_variant(limit="truncate"), "truncated_silently", "ValueError"),
+    ("too long: no length check", char_tokenize_variant(limit="none"), "no_length_check", "ValueError"),
+    ("length limit len > max_length", char_tokenize_variant(limit="off_by_one"), "length_limit_off_by_one",
+     "max_length − 1"),
+    ("length limit len + 1 >= max_length", char_tokenize_variant(limit="strict"), "length_limit_off_by_one", "fits"),
+    ("a single string taken as a batch", char_tokenize_variant(single="accept"), "single_string_accepted", "str"),
+    ("padded to the longest caption", char_tokenize_variant(pad_to="longest"), "padded_to_longest", "max_length"),
+    ("float ids", char_tokenize_variant(ids_dtype=torch.float32), "ids_not_integer", "torch.long"),
+    ("ids only, no mask", char_tokenize_variant(mask="none"), "not_a_pair", "(ids, mask)"),
+    ("code points instead of the alphabet", char_tokenize_bytes, None, "not in one of the usual ways"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", CHAR_TOKENIZE_WRONG, ids=[w[0] for w in CHAR_TOKENIZE_WRONG])
+def test_char_tokenize_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("char_tokenize", fn, keyword, capsys)
+    assert run_check("char_tokenize", fn, capsys).mistake == mistake
+
+
+def test_char_tokenize_accepts_another_correct_form(capsys):
+    def with_find(captions, alphabet, max_length):  # str.find gives −1 for an unknown character: −1 + 3 = [UNK]
+        if isinstance(captions, str):
+            raise ValueError("captions: one string")
+        ids = torch.zeros(len(captions), max_length, dtype=torch.long)
+        for row, caption in enumerate(captions):
+            if len(caption) >= max_length:
+                raise ValueError("captions: too long")
+            ids[row, 0] = 1
+            for col, char in enumerate(caption, start=1):
+                ids[row, col] = alphabet.find(char) + 3
+        return ids, ids > 0
+    assert run_check("char_tokenize", with_find, capsys).passed
+
+
+def drop_variant(kind):
+    """An encoder drop mask as a learner writes it (``"right"`` and ``"bernoulli"`` are correct)."""
+    def encoder_drop_mask(batch, encoders, p, generator):
+        draws = {"transposed": (encoders, batch), "per_sample": (batch,), "per_encoder": (encoders,),
+                 "shared": (batch, 1)}.get(kind, (batch, encoders))
+        if kind == "global_seed":
+            torch.manual_seed(0)
+        gen = {"global_seed": None, "global_rng": None, "own": torch.Generator().manual_seed(7)}.get(kind, generator)
+        u = torch.rand(draws, generator=gen)
+        if kind == "bernoulli":
+            return torch.bernoulli(torch.full((batch, encoders), p), generator=generator).bool()
+        if kind == "keep":
+            return u >= p
+        if kind == "float":
+            return (u < p).float()
+        if kind == "draws":
+            return u
+        if kind in ("shared", "per_encoder"):
+            return (u < p).expand(batch, encoders)
+        if kind in ("one_per_row", "at_most_one"):
+            one = torch.nn.functional.one_hot(torch.randint(encoders, (batch,), generator=generator), encoders).bool()
+            return one & (u[:, :1] < p) if kind == "at_most_one" else one
+        if kind == "p_over_e":
+            return u < p / encoders
+        return u < p
+    return encoder_drop_mask
+
+
+ENCODER_DROP_WRONG = [
+    ("one mask shared by all encoders", drop_variant("shared"), "shared_mask", "p² ="),
+    ("True = keep", drop_variant("keep"), "keep_not_drop", "1 − p"),
+    ("exactly one encoder dropped per row", drop_variant("one_per_row"), "one_per_row", "independently"),
+    ("at most one encoder dropped per row", drop_variant("at_most_one"), "one_per_row", "independently"),
+    ("global RNG", drop_variant("global_rng"), "ignores_generator", "generator=generator"),
+    ("torch.manual_seed inside", drop_variant("global_seed"), "ignores_generator", "generator=generator"),
+    ("a generator of its own", drop_variant("own"), "ignores_generator", "generator=generator"),
+    ("shape (E, B)", drop_variant("transposed"), "transposed", "(B, E)"),
+    ("float 0/1 mask", drop_variant("float"), "not_bool", "bool"),
+    ("the uniform draws themselves", drop_variant("draws"), "returned_draws", "< p"),
+    ("one flag per sample", drop_variant("per_sample"), "one_flag_per_sample", "(B, E)"),
+    ("one mask for the whole batch", drop_variant("per_encoder"), "shared_across_batch", "same mask"),
+    ("probability p/E per entry", drop_variant("p_over_e"), None, "probability p"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", ENCODER_DROP_WRONG, ids=[w[0] for w in ENCODER_DROP_WRONG])
+def test_encoder_drop_mask_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("encoder_drop_mask", fn, keyword, capsys)
+    assert run_check("encoder_drop_mask", fn, capsys).mistake == mistake
+
+
+def test_encoder_drop_mask_teaches_p_squared(capsys):
+    message = run_check("encoder_drop_mask", drop_variant("shared"), capsys).message
+    assert "no text at all should happen with probability p² = 0.090" in message and "here 0.3" in message
+    assert run_check("encoder_drop_mask", drop_variant("bernoulli"), capsys).passed
+
+
+def context_variant(order=1, zero="after", swap=False, cat_dim=1, stack=False, in_place=False, reshape_keep=True):
+    """c_ctxt as a learner writes it, with one knob turned (the defaults are right)."""
+    def build_context(sequences, projections, keep):
+        parts = []
+        for e, tokens in enumerate(sequences):
+            k = keep[:, e, None, None] if reshape_keep else keep[:, e]
+            k = ~k if zero == "inverted" else k
+            if zero == "before":
+                if in_place:
+                    tokens *= k
+                else:
+                    tokens = tokens * k
+            projected = projections[len(sequences) - 1 - e if swap else e](tokens)
+            parts.append(projected * k if zero in ("after", "inverted") else projected)
+        parts = parts[::order]
+        return torch.stack(parts, dim=1) if stack else torch.cat(parts, dim=cat_dim)
+    return build_context
+
+
+BUILD_CONTEXT_WRONG = [
+    ("concatenated along channels", context_variant(cat_dim=2), "channel_concat", "sequence axis"),
+    ("concatenated along the batch", context_variant(cat_dim=0), "batch_concat", "sequence axis"),
+    ("stacked into a new axis", context_variant(stack=True), "stacked_not_concatenated", "dim=1"),
+    ("order reversed", context_variant(order=-1), "order_reversed", "reverse order"),
+    ("zeroed before the projection", context_variant(zero="before"), "zeroed_before_projection", "bias"),
+    ("dropped encoders not zeroed", context_variant(zero="never"), "not_zeroed", "keep"),
+    ("keep inverted", context_variant(zero="inverted"), "keep_inverted", "inverted"),
+    ("projections swapped", context_variant(swap=True), "projections_swapped", "own projection"),
+    ("tokens zeroed in place", context_variant(zero="before", in_place=True), "in_place", "in place"),
+    ("keep[:, e] not reshaped", context_variant(reshape_keep=False), None, "(B, 1, 1)"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", BUILD_CONTEXT_WRONG, ids=[w[0] for w in BUILD_CONTEXT_WRONG])
+def test_build_context_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("build_context", fn, keyword, capsys)
+    assert run_check("build_context", fn, capsys).mistake == mistake
+
+
+def test_build_context_accepts_other_correct_forms(capsys):
+    def with_where(sequences, projections, keep):
+        return torch.cat([torch.where(keep[:, e, None, None], projection(tokens), 0.0)
+                          for e, (tokens, projection) in enumerate(zip(sequences, projections))], dim=1)
+    assert run_check("build_context", with_where, capsys).passed
+    assert run_check("build_context", context_variant(), capsys).passed
+
+
+def test_lesson10_checks_leave_the_global_rng_alone(capsys):
+    state = torch.random.get_rng_state()
+    for name in LESSON_CHECKS["10_spelling"]:
+        assert run_check(name, REFERENCES[name], capsys).passed
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_most_lesson10_wrong_answers_are_named():
+    wrong = CHAR_TOKENIZE_WRONG + ENCODER_DROP_WRONG + BUILD_CONTEXT_WRONG
+    named = [mistake for _, _, mistake, _ in wrong if mistake is not None]
+    assert len(wrong) >= 45 and len(named) >= 0.9 * len(wrong), (len(named), len(wrong))
+
+
 # ----------------------------------------------------------------------------- structured results
 
 def crashes(x0, k, eps, schedule):
@@ -771,6 +991,9 @@ def eps_loss_own_generator(model, x0, schedule, generator=None):
     ("eps_loss", eps_loss_randn_like),
     ("eps_loss", eps_loss_own_generator),
     ("eps_loss", eps_loss_variant(use_generator=False)),
+    ("encoder_drop_mask", drop_variant("global_seed")),
+    ("encoder_drop_mask", drop_variant("global_rng")),
+    ("encoder_drop_mask", drop_variant("own")),
 ])
 def test_global_rng_is_named(name, fn, capsys):
     result = run_check(name, fn, capsys)
@@ -779,12 +1002,12 @@ def test_global_rng_is_named(name, fn, capsys):
     assert "generator=generator" in result.message
 
 
-def test_only_eps_loss_and_sample_logit_normal_take_a_generator():
-    """The checks that hand the learner a generator are the two above; the others pass no randomness in."""
+def test_only_the_drawing_exercises_take_a_generator():
+    """The checks that hand the learner a generator are those above; the others pass no randomness in."""
     import inspect
 
     takes = {name for name, fn in REFERENCES.items() if "generator" in inspect.signature(fn).parameters}
-    assert takes == {"eps_loss", "sample_logit_normal"}
+    assert takes == {"eps_loss", "sample_logit_normal", "encoder_drop_mask"}
 
 
 # ----------------------------------------------------------------------------- the message names the mistake

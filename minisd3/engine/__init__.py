@@ -12,5 +12,5 @@
 The engine imports lesson modules (``minisd3.*``) and never the course tooling (``minisd3.course``).
 """
 
-DATASETS = ("shapes", "digits", "cifar10", "imagefolder")
+DATASETS = ("shapes", "glyphs", "digits", "cifar10", "imagefolder")
 """Every data set the engine reads, by the name ``--data`` / ``data=`` takes (read by :mod:`minisd3.engine.data`)."""

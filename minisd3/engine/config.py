@@ -10,9 +10,11 @@ import difflib
 import math
 from dataclasses import dataclass, fields
 
+from ..glyphs import IMAGE_SIZE as GLYPH_SIZE
 from ..models import MMDiTConfig
+from ..multi_text import MultiTextEncoder
 from ..shapes import check_image_size
-from ..text import SmallTextEncoder, WordTokenizer
+from ..text import CharTokenizer, SmallTextEncoder, WordTokenizer
 from ..text_to_image import TextToImage
 from ..timesteps import make_time_sampler
 from . import DATASETS
@@ -23,7 +25,7 @@ class TrainConfig:
     """Everything a run needs; saved in every checkpoint's state.json."""
 
     # data
-    data: str = "shapes"  # shapes | digits | cifar10 | imagefolder (imagefolder: in latents only)
+    data: str = "shapes"  # shapes | glyphs | digits | cifar10 | imagefolder (imagefolder: in latents only)
     data_root: str = "data/datasets"
     download: bool = False
     image_size: int = 24  # the side the model sees: pixels, or latents when `latents` is set
@@ -41,10 +43,13 @@ class TrainConfig:
     text_dim: int = 64
     text_depth: int = 2
     text_length: int = 16  # tokens the text encoder reads, [BOS] included
+    # glyphs only: the text encoders, "+"-joined from word (CLIP-like) and char (T5-like), each dropped
+    # independently with probability p_uncond in training (other data: one word-level encoder, "word")
+    text_encoders: str = "word"
     # objective
     time_sampler: str = "lognorm(0,1)"
     shift: float = 1.0
-    p_uncond: float = 0.1
+    p_uncond: float = 0.1  # CFG dropout: of the caption, or of each text encoder separately (text_encoders)
     # optimisation
     batch_size: int = 32  # global: summed over processes and accumulation steps
     grad_accum: int = 1
@@ -84,6 +89,16 @@ class TrainConfig:
         if self.data == "imagefolder" and not self.latents:
             raise ValueError("latents: an ImageFolder is trained in latent space; expected the path of a latent cache "
                              "(python -m minisd3 encode-latents --data imagefolder ...), got ''")
+        names = self.text_encoder_names
+        if self.data != "glyphs" and names != ("word",):
+            raise ValueError(f"text_encoders: expected 'word' for {self.data!r} (several encoders: glyphs only), "
+                             f"got {self.text_encoders!r}")
+        if not names or len(set(names)) != len(names) or not set(names) <= set(TEXT_ENCODERS):
+            raise ValueError(f"text_encoders: expected distinct names among {TEXT_ENCODERS} joined by '+', "
+                             f"e.g. 'word+char', got {self.text_encoders!r}")
+        if self.data == "glyphs" and (self.latents or self.autoencoder or self.image_size != GLYPH_SIZE):
+            raise ValueError(f"image_size: glyphs are {GLYPH_SIZE}×{GLYPH_SIZE} pixels (no latents), got "
+                             f"{self.image_size}" + (" with an autoencoder" if self.latents or self.autoencoder else ""))
         if self.data == "shapes" and not self.latents and not self.autoencoder:  # pixels: sizes the generator draws
             check_image_size(self.image_size)
         if self.image_size % self.patch_size:
@@ -104,6 +119,18 @@ class TrainConfig:
             raise ValueError(f"time_sampler: {err}") from err
         return self
 
+    @property
+    def text_encoder_names(self) -> tuple[str, ...]:
+        """The text encoders, in c_ctxt order: ``"word+char"`` → ("word", "char")."""
+        return tuple(n.strip() for n in self.text_encoders.split("+") if n.strip())
+
+    def drop_shape(self, batch: int) -> int | tuple[int, int]:
+        """Shape of a step's CFG drop mask: (batch,) for one caption, (batch, encoders) for glyphs."""
+        return (batch, len(self.text_encoder_names)) if self.data == "glyphs" else batch
+
+
+TEXT_ENCODERS = ("word", "char")
+"""The text encoders a glyphs model can read (:func:`build_model`)."""
 
 PRESETS: dict[str, dict] = {
     # the README's main job: text-to-image on generated shapes in the latent space of the stored autoencoder
@@ -118,6 +145,12 @@ PRESETS: dict[str, dict] = {
     "shapes-course": dict(autoencoder="shapes-32", image_size=8, patch_size=2, depth=4, heads=4, head_dim=32,
                           text_length=11, batch_size=64, lr=3e-3, warmup_steps=100, max_steps=22_000, bf16=True,
                           data_workers=1, sample_every=2000, ckpt_every=500, eval_samples=128),
+    # lesson 10: rendered words, read by a word-level (CLIP-like) and a character-level (T5-like) encoder,
+    # each dropped with p = 0.3 (0.3² = 9 % of steps see no text; SD3: 0.463³ ≈ 10 % over three encoders)
+    "glyphs": dict(data="glyphs", image_size=24, patch_size=4, depth=4, heads=4, head_dim=32, text_length=16,
+                   text_encoders="word+char", p_uncond=0.3, batch_size=64, lr=2e-3, warmup_steps=100,
+                   max_steps=3000, bf16=True, sample_every=500, ckpt_every=500, sample_steps=20, sample_cfg=3.0,
+                   eval_samples=128),
     # class names as one-word captions ("zero" … "nine"), 8×8 digits from scikit-learn
     "digits": dict(data="digits", image_size=8, depth=3, heads=4, head_dim=32, batch_size=128, max_steps=3000,
                    sample_cfg=2.0),
@@ -181,11 +214,29 @@ def apply_overrides(config: TrainConfig, assignments: list[str]) -> TrainConfig:
     return dataclasses.replace(config, **changes).validate()
 
 
+GLYPH_WORD_TOKENS = 8
+"""Tokens the word-level encoder of a glyphs model reads ([BOS] and up to seven words; captions have three)."""
+
+
+def build_text_encoder(config: TrainConfig, vocabulary):
+    """One word-level :class:`SmallTextEncoder`, or for glyphs a :class:`MultiTextEncoder` of the named
+    encoders: "word" (vocabulary words, unknown ones → [UNK]; gives the pooled vector, as CLIP) and
+    "char" (one token per character, as T5 on bytes: tokens only)."""
+    heads = max(1, config.text_dim // 32)
+    if config.data != "glyphs":
+        return SmallTextEncoder(WordTokenizer(vocabulary, config.text_length), dim=config.text_dim,
+                                depth=config.text_depth, heads=heads)
+    tokenizers = {"word": WordTokenizer(vocabulary, GLYPH_WORD_TOKENS, unknown=True),
+                  "char": CharTokenizer(max_length=config.text_length)}
+    encoders = {name: SmallTextEncoder(tokenizers[name], dim=config.text_dim, depth=config.text_depth, heads=heads,
+                                       gives_pooled=name == "word") for name in config.text_encoder_names}
+    return MultiTextEncoder(encoders, width=config.text_dim)
+
+
 def build_model(config: TrainConfig, vocabulary, channels: int) -> TextToImage:
-    """The MM-DiT + small text encoder a config describes."""
-    encoder = SmallTextEncoder(WordTokenizer(vocabulary, config.text_length), dim=config.text_dim, depth=config.text_depth,
-                               heads=max(1, config.text_dim // 32))
+    """The MM-DiT + small text encoder(s) a config describes."""
+    encoder = build_text_encoder(config, vocabulary)
     mmdit = MMDiTConfig(input_size=config.image_size, in_channels=channels, patch_size=config.patch_size,
                         depth=config.depth, heads=config.heads, head_dim=config.head_dim,
-                        context_dim=config.text_dim, pooled_dim=config.text_dim, qk_norm=config.qk_norm)
+                        context_dim=encoder.context_dim, pooled_dim=encoder.pooled_dim, qk_norm=config.qk_norm)
     return TextToImage(mmdit, encoder)

@@ -1,6 +1,7 @@
 """The data sets the engine trains on, and how each is read: the one list of names and one dispatch.
 
     shapes        generated scenes (:mod:`minisd3.shapes`), captions from its grammar, endless
+    glyphs        rendered words (:mod:`minisd3.glyphs`), captions 'the word "cab"', endless
     digits        scikit-learn's 8×8 digits, captions "zero" … "nine"
     cifar10       CIFAR-10 train (downloaded through torchvision on request), captions are the class names
     imagefolder   any root with one sub-folder of images per class (ImageNet's train/): each image
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from ..digits import load_digits_tensor
+from ..glyphs import sample_glyphs, split_words
 from ..seeding import make_generator
 from ..shapes import sample_shapes, split_prompts
 from ..validation import check_positive_int
@@ -28,7 +30,7 @@ from . import DATASETS
 
 LABELLED = ("digits", "cifar10")
 """The finite labelled sets (class names as captions)."""
-DEFAULT_IMAGE_SIZE = {"shapes": 32, "digits": 8, "cifar10": 32, "imagefolder": 256}
+DEFAULT_IMAGE_SIZE = {"shapes": 32, "glyphs": 24, "digits": 8, "cifar10": 32, "imagefolder": 256}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 Batches = Iterator[tuple[torch.Tensor, list[str]]]
@@ -133,13 +135,17 @@ def load_images(data: str, data_root: str | Path = "data/datasets", image_size: 
     """A data set in memory: (images (N, C, S, S) in [−1, 1], one caption per image, class names).
 
     shapes: ``count`` scenes drawn from the training (colour, shape) pairs of ``split_prompts(seed)``
-    (class names empty); digits: the 1797 8×8 digits; cifar10: the 50 000 training images;
+    (class names empty); glyphs: ``count`` renderings of the training words of ``split_words(seed)``
+    (24×24 whatever ``image_size``; class names empty); digits: the 1797 8×8 digits; cifar10: the 50 000 training images;
     imagefolder: every image under ``data_root`` (small folders only; large ones are streamed by
     :func:`image_batches`).
     """
     if data == "shapes":
         generator = make_generator(seed)
         images, captions = sample_shapes(count, generator, image_size=image_size, pairs=split_prompts(seed).train_pairs)
+        return images, captions, ()
+    if data == "glyphs":
+        images, captions = sample_glyphs(count, make_generator(seed), split_words(seed).train)
         return images, captions, ()
     if data in LABELLED:
         images, labels, names = labelled_images(data, data_root, image_size, download)

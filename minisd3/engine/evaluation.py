@@ -3,6 +3,8 @@
     shapes          prompt adherence (mini GenEval, :mod:`minisd3.adherence`) on prompts of held-out
                     (colour, shape) pairs and, as the reference, of training pairs; each beside
                     its chance rate (the same images scored against other images' prompts)
+    glyphs          spelling (:mod:`minisd3.spelling`): character and exact-word accuracy on held-out
+                    words and on training words, each beside its chance rate
     every data set  sliced Wasserstein distance between generated and real images (pixels)
     FID             Fréchet Inception Distance against the real training images, through
                     torch-fidelity; needs the Inception weights file on disk (never downloaded here)
@@ -23,13 +25,24 @@ from ..digits import to_uint8
 from ..files import write_text_atomic
 from ..metrics import sliced_wasserstein
 from ..seeding import make_generator
+from ..spelling import chance_spelling, read_words, score_spelling
 from ..text_to_image import TextToImage
-from .grids import save_labelled_grid
+from .grids import HELD_OUT_HEADER, TRAIN_HEADER, WORD_HEADERS, save_labelled_grid
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 ADHERENCE_KEYS = ("adherence", "chance", "adherence_train_pairs", "chance_train_pairs")
 """The adherence reports :func:`evaluate` gives for shapes: held-out pairs, their chance, training pairs, theirs."""
 SETTING_COLUMNS = ("steps", "method", "cfg", "shift", "samples", "sliced_wasserstein")
+
+
+SPELLING_KEYS = ("spelling", "spelling_chance", "spelling_train_words", "spelling_train_words_chance")
+"""The spelling reports :func:`evaluate` gives for glyphs: held-out words, their chance, training words, theirs."""
+SPELLING_METRICS = ("characters", "words")
+
+
+def spelling_columns() -> tuple[str, ...]:
+    """``spelling_characters``, ``spelling_words``, … one column per metric of each of :data:`SPELLING_KEYS`."""
+    return tuple(f"{key}_{m}" for key in SPELLING_KEYS for m in SPELLING_METRICS)
 
 
 def adherence_columns() -> tuple[str, ...]:
@@ -39,14 +52,20 @@ def adherence_columns() -> tuple[str, ...]:
     return tuple(f"{key}_{a}" for key in ADHERENCE_KEYS for a in (*ATTRIBUTES, "overall"))
 
 
-def flatten_adherence(result: dict) -> dict[str, float]:
-    """The adherence reports of an :func:`evaluate` result as ``{column: value}`` (:func:`adherence_columns`)."""
-    return {f"{key}_{a}": v for key in ADHERENCE_KEYS for a, v in result.get(key, {}).items()}
+def flatten_scores(result: dict) -> dict[str, float]:
+    """The adherence (shapes) and spelling (glyphs) reports of an :func:`evaluate` result as ``{column: value}``
+    (:func:`adherence_columns`, :func:`spelling_columns`)."""
+    return {f"{key}_{a}": v for key in (*ADHERENCE_KEYS, *SPELLING_KEYS) for a, v in result.get(key, {}).items()}
+
+
+def score_columns(result: dict) -> tuple[str, ...]:
+    """The score columns a result has: adherence columns for shapes, spelling columns for glyphs."""
+    return (adherence_columns() if "adherence" in result else ()) + (spelling_columns() if "spelling" in result else ())
 
 
 def eval_columns() -> tuple[str, ...]:
-    """The eval CSV's columns: the setting, then every metric (adherence columns for shapes, then FID)."""
-    return (*SETTING_COLUMNS, *adherence_columns(), "fid")
+    """The eval CSV's columns: the setting, then every metric (adherence for shapes, spelling for glyphs, FID)."""
+    return (*SETTING_COLUMNS, *adherence_columns(), *spelling_columns(), "fid")
 
 
 def eval_table(results: list[dict]) -> str:
@@ -54,8 +73,12 @@ def eval_table(results: list[dict]) -> str:
     adherence (all attributes at once) each with its chance rate, per-attribute held-out adherence,
     sliced Wasserstein distance (and FID when measured)."""
     shapes = any("adherence" in r for r in results)
+    glyphs = any("spelling" in r for r in results)
     fid = any("fid" in r for r in results)
     head = f"{'steps':>5} {'cfg':>5}"
+    if glyphs:
+        head += (f" {'held-out words':>14} {'(chance)':>8} {'characters':>10} {'(chance)':>8}"
+                 f" {'train words':>11} {'(chance)':>8}")
     if shapes:
         head += f" {'held-out all':>13} {'(chance)':>8} {'train-pairs all':>15} {'(chance)':>8} " + " ".join(
             f"{a:>8}" for a in ATTRIBUTES)
@@ -63,6 +86,10 @@ def eval_table(results: list[dict]) -> str:
     lines = [head]
     for r in results:
         line = f"{r['steps']:>5} {r['cfg']:>5g}"
+        if glyphs:
+            line += (f" {r['spelling']['words']:>14.2f} {r['spelling_chance']['words']:>8.2f}"
+                     f" {r['spelling']['characters']:>10.2f} {r['spelling_chance']['characters']:>8.2f}"
+                     f" {r['spelling_train_words']['words']:>11.2f} {r['spelling_train_words_chance']['words']:>8.2f}")
         if shapes:
             line += (f" {r['adherence']['overall']:>13.2f} {r['chance']['overall']:>8.2f}"
                      f" {r['adherence_train_pairs']['overall']:>15.2f} {r['chance_train_pairs']['overall']:>8.2f} "
@@ -72,6 +99,9 @@ def eval_table(results: list[dict]) -> str:
     if shapes:
         lines.append("adherence: fraction of prompts whose attribute the detector reads in the image; held-out = "
                      "colour–shape pairs never trained on; chance = the same images scored against other prompts")
+    if glyphs:
+        lines.append("spelling: exact words and characters the reader finds; held-out = words never trained on; "
+                     "chance = the same images read against other prompts")
     return "\n".join(lines)
 
 
@@ -92,7 +122,7 @@ def write_eval_csv(results: list[dict], path: str | Path) -> None:
     columns = eval_columns()
     writer.writerow(columns)
     for result in results:
-        row = {**result, **flatten_adherence(result)}
+        row = {**result, **flatten_scores(result)}
         writer.writerow([row.get(column, "") for column in columns])
     write_text_atomic(path, text.getvalue())
 
@@ -143,6 +173,14 @@ def evaluate(model: TextToImage, source, n: int, steps: int, cfg: float, shift: 
                                 to_images=source.to_images)
         result["adherence_train_pairs"] = adherence_report(train_images, train_prompts)
         result["chance_train_pairs"] = chance_report(train_images, train_prompts, make_generator(seed + 5))
+    words = getattr(source, "words", None)
+    if words is not None:  # glyphs: prompts the reader can score
+        result["spelling"] = score_spelling(images, prompts)
+        result["spelling_chance"] = chance_spelling(images, prompts, make_generator(seed + 3))
+        train_prompts = words.captions(n, make_generator(seed + 4), held_out=False)
+        train_images = generate(model, train_prompts, steps, cfg, shift, seed, method=method)
+        result["spelling_train_words"] = score_spelling(train_images, train_prompts)
+        result["spelling_train_words_chance"] = chance_spelling(train_images, train_prompts, make_generator(seed + 5))
     if fid_reference is not None:
         result["fid"] = fid_reference.score(images)
         result["fid_reference"] = fid_reference.count
@@ -238,22 +276,33 @@ def save_sample_grid(model: TextToImage, source, path: str | Path, steps: int, c
 
     For shapes (a source with a ``split``) the first ⌈n/2⌉ prompts use held-out (colour, shape)
     pairs and the rest training pairs, each half under its own header, every image with the
-    detector's verdict; other sources sample ``n`` evaluation prompts (captions only).
+    detector's verdict; glyphs likewise with held-out and training words, each image with what the
+    reader reads in it; other sources sample ``n`` evaluation prompts (captions only).
     """
-    split = getattr(source, "split", None)
+    split, words = getattr(source, "split", None), getattr(source, "words", None)
     generator = make_generator(seed + 17)
-    if split is None:
-        prompts, held_out = source.eval_prompts(n, generator), None
-    else:
-        n_train = n // 2
+    n_train = n // 2
+    if split is not None:
         prompts = source.eval_prompts(n - n_train, generator) + split.train_captions(n_train, generator)
-        held_out = [True] * (n - n_train) + [False] * n_train
+    elif words is not None:
+        prompts = source.eval_prompts(n - n_train, generator) + words.captions(n_train, generator, held_out=False)
+    else:
+        prompts, n_train = source.eval_prompts(n, generator), 0
+    held_out = [True] * (n - n_train) + [False] * n_train if n_train else None
     images = source.to_images(model.sample(prompts, steps=steps, cfg=cfg, shift=shift,
                                            generator=make_generator(seed + 23)))
     save_labelled_grid(path, images, prompts, held_out, verdicts=split is not None,
+                       notes=reading_notes(images, prompts) if words is not None else None,
+                       headers=WORD_HEADERS if words is not None else (HELD_OUT_HEADER, TRAIN_HEADER),
                        title=f"{Path(path).stem}: EMA samples, {steps} steps, cfg {cfg}")
     write_text_atomic(Path(path).with_suffix(".txt"), "\n".join(prompts))
     return prompts
+
+
+def reading_notes(images: torch.Tensor, prompts: list[str]) -> list[str]:
+    """One line per glyph image for a grid: what the reader reads, ✔ when it is the prompt's word."""
+    marks = [score_spelling(image[None], [prompt])["words"] == 1.0 for image, prompt in zip(images, prompts)]
+    return [f"read: {word or '(blank)'} {'✔' if ok else '✘'}" for word, ok in zip(read_words(images), marks)]
 
 
 def json_safe(value):

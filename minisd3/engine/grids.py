@@ -38,6 +38,8 @@ VERDICT_LABELS: dict[str, str] = {"colour": "col", "shape": "shp", "count": "cnt
 """Short names of the attributes in a cell's verdict line."""
 HELD_OUT_HEADER = "held-out pairs: (colour, shape) combinations never seen in training"
 TRAIN_HEADER = "training pairs: combinations seen in training"
+WORD_HEADERS = ("held-out words: never seen in training", "training words")
+"""The section headers of a glyphs grid."""
 VERDICT_LEGEND = ("✔ the detector finds this attribute of the prompt in the image, ✘ it does not: "
                   + " ".join(f"{short}={name}" for name, short in VERDICT_LABELS.items()))
 """The line under a grid with verdicts."""
@@ -88,7 +90,8 @@ def _write_panel(draw: ImageDraw.ImageDraw, corner: tuple[int, int], prompt_line
 
 def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequence[bool] | None = None,
                   verdicts: bool = False, title: str | None = None, columns: int = 8,
-                  min_side: int = 128) -> Image.Image:
+                  min_side: int = 128, notes: Sequence[str] | None = None,
+                  headers: tuple[str, str] = (HELD_OUT_HEADER, TRAIN_HEADER)) -> Image.Image:
     """The grid of the module docstring as an RGB PIL image.
 
     ``images``: (N, C, H, W) in [−1, 1], C = 1 (grey) or 3; ``prompts``: N caption strings;
@@ -96,7 +99,9 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
     section; ``verdicts``: score each image against its prompt with the shapes detector (needs
     shapes images, S in :data:`minisd3.shapes.SUPPORTED_SIZES`, and captions of its grammar);
     ``title``: a line above everything; ``columns``: cells per row (fewer when a section has
-    fewer images); ``min_side``: the least width of an upscaled image in pixels, at least 96.
+    fewer images); ``min_side``: the least width of an upscaled image in pixels, at least 96;
+    ``notes``: N lines written under the prompts instead of verdicts (e.g. what a reader reads);
+    ``headers``: the (held-out, training) section headers used with ``held_out``.
     Raises a ValueError naming the argument for wrong shapes, lengths or values.
     """
     check_tensor(images, "images", ndim=4)
@@ -106,6 +111,9 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
     if isinstance(prompts, str) or len(prompts) != n:
         raise ValueError(f"prompts: expected {n} captions, one per image, got "
                          f"{'a single string' if isinstance(prompts, str) else len(prompts)}")
+    if notes is not None and (isinstance(notes, str) or len(notes) != n):
+        raise ValueError(f"notes: expected {n} lines, one per image, got "
+                         f"{'a single string' if isinstance(notes, str) else len(notes)}")
     if held_out is not None and len(held_out) != n:
         raise ValueError(f"held_out: expected {n} flags, one per image, got {len(held_out)}")
     check_positive_int(columns, "columns")
@@ -116,7 +124,8 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
     cell_h, cell_w = images.shape[-2] * scale, images.shape[-1] * scale
     font, bold = _font(FONT_SIZE), _font(FONT_SIZE, bold=True)
     prompt_lines = [_wrap(p.split(), font, cell_w - 2 * PAD) for p in prompts]
-    verdict_lines: list[list[list[str]]] = [[] for _ in range(n)]
+    verdict_lines: list[list[list[str]]] = [_wrap(note.split(), font, cell_w - 2 * PAD) for note in notes] if notes \
+        else [[] for _ in range(n)]
     if verdicts:
         for i, (image, prompt) in enumerate(zip(images, prompts)):
             scores = score_prompt(image, prompt)
@@ -127,7 +136,7 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
         sections = [(None, list(range(n)))]
     else:
         sections = [(header, [i for i in range(n) if bool(held_out[i]) == flag])
-                    for header, flag in ((HELD_OUT_HEADER, True), (TRAIN_HEADER, False))]
+                    for header, flag in zip(headers, (True, False))]
         sections = [(header, members) for header, members in sections if members]
     per_row = min(columns, max(len(members) for _, members in sections))
     width = per_row * (cell_w + GUTTER) + GUTTER
@@ -168,7 +177,8 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
 
 def save_labelled_grid(path: str | Path, images: torch.Tensor, prompts: Sequence[str],
                        held_out: Sequence[bool] | None = None, verdicts: bool = False, title: str | None = None,
-                       columns: int = 8, min_side: int = 128) -> Path:
+                       columns: int = 8, min_side: int = 128, notes: Sequence[str] | None = None,
+                       headers: tuple[str, str] = (HELD_OUT_HEADER, TRAIN_HEADER)) -> Path:
     """Write :func:`labelled_grid` (same arguments) to ``path``, atomically; returns the path.
 
     The format follows the file name's suffix (.png, the default of the training run, or any other
@@ -178,7 +188,7 @@ def save_labelled_grid(path: str | Path, images: torch.Tensor, prompts: Sequence
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None or image_format not in Image.SAVE:
         raise ValueError(f"path: expected an image file name such as grid.png, got {str(path)!r}")
-    grid = labelled_grid(images, prompts, held_out, verdicts, title, columns, min_side)
+    grid = labelled_grid(images, prompts, held_out, verdicts, title, columns, min_side, notes, headers)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         grid.save(tmp, format=image_format)

@@ -47,12 +47,14 @@ from ..timesteps import make_time_sampler, shift_time
 from ..training import ema_decay_at, update_ema
 from .checkpoints import load_state, load_tensors, resolve_checkpoint, restore_optimizer, save_checkpoint
 from .config import TrainConfig, build_model
-from .evaluation import adherence_columns, evaluate, flatten_adherence, json_safe, save_sample_grid
+from .evaluation import evaluate, flatten_scores, json_safe, save_sample_grid, score_columns
 from .sources import make_source
 
 METRICS_HEADER = ("step", "loss", "lr", "grad_norm", "images_per_s", "train_cpu_s")
 ADHERENCE_FILE = "adherence.csv"
 """Held-out and training-pair adherence with chance rates, at every sample step of a shapes run."""
+SPELLING_FILE = "spelling.csv"
+"""Held-out and training-word spelling with chance rates, at every sample step of a glyphs run."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -108,7 +110,7 @@ class StepDraws(torch.utils.data.Dataset):
         images, captions = self.source.batch(step, config.batch_size, g)
         t = training_times(config.batch_size, g, config.time_sampler, config.shift)
         eps = randn(images.shape, g)
-        drop = drop_mask(config.batch_size, config.p_uncond, g)
+        drop = drop_mask(config.drop_shape(config.batch_size), config.p_uncond, g)
         return images, captions, t, eps, drop
 
     def iterate(self, start: int, stop: int) -> Iterator[tuple]:
@@ -208,8 +210,9 @@ class MetricsLog:
         fresh = start == 0 or not path.exists()
         if not fresh:
             drop_metrics_after(path, start)
-            if (out / ADHERENCE_FILE).exists():
-                drop_metrics_after(out / ADHERENCE_FILE, start)
+            for scores in (ADHERENCE_FILE, SPELLING_FILE):
+                if (out / scores).exists():
+                    drop_metrics_after(out / scores, start)
         self.file = open(path, "w" if fresh else "a", newline="")
         self.writer = csv.writer(self.file)
         if fresh:
@@ -345,9 +348,11 @@ class Trainer:
             return
         save_sample_grid(self.ema, self.source, self.out / "samples" / f"step_{done:07d}.png", config.sample_steps,
                          config.sample_cfg, config.shift, config.seed)
-        if getattr(self.source, "split", None) is not None:
-            self.last_evaluation = self.evaluate()
-            log_adherence(self.out / ADHERENCE_FILE, done, self.cpu.seconds, self.last_evaluation)
+        scored = {ADHERENCE_FILE: getattr(self.source, "split", None), SPELLING_FILE: getattr(self.source, "words", None)}
+        for name, held_out in scored.items():
+            if held_out is not None:
+                self.last_evaluation = self.evaluate()
+                log_scores(self.out / name, done, self.cpu.seconds, self.last_evaluation)
 
     def maybe_save(self, done: int, final: bool, now: bool = False) -> None:
         """A checkpoint every ``ckpt_every`` steps, every ``ckpt_minutes`` of wall time, at the end, and
@@ -486,13 +491,13 @@ class CPUClock:
         self.seconds += seconds
 
 
-def log_adherence(path: Path, step: int, cpu_seconds: float, result: dict) -> None:
-    """Append one row (step, training CPU seconds, every adherence report of ``result``) to ``path``."""
-    columns = adherence_columns()
+def log_scores(path: Path, step: int, cpu_seconds: float, result: dict) -> None:
+    """Append one row (step, training CPU seconds, every adherence or spelling report of ``result``) to ``path``."""
+    columns = score_columns(result)
     new = not path.exists()
     with open(path, "a", newline="") as handle:
         writer = csv.writer(handle)
         if new:
             writer.writerow(["step", "train_cpu_s", *columns])
-        values = flatten_adherence(result)
+        values = flatten_scores(result)
         writer.writerow([step, f"{cpu_seconds:.1f}", *(f"{values[c]:.4f}" if c in values else "" for c in columns)])

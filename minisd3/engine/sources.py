@@ -2,7 +2,8 @@
 
 A source has ``batch(step, size, generator)`` → (x (size, C, S, S), captions), ``eval_prompts(n,
 generator)``, ``to_images(samples)`` (identity for pixels, the decoder for latents), ``channels``,
-``image_size`` and ``vocabulary``; shapes sources also have ``split`` (held-out colour–shape pairs).
+``image_size`` and ``vocabulary``; shapes sources also have ``split`` (held-out colour–shape pairs),
+the glyphs source ``words`` (held-out words).
 Every source returns the *global* batch of a step from a generator seeded by the step, so a
 resumed run sees exactly the batches it would have seen, and each of N processes takes its own
 contiguous slice of the same global batch (data sharding without a sampler's state).
@@ -10,6 +11,7 @@ contiguous slice of the same global batch (data sharding without a sampler's sta
     shapes    generated on the fly, training (colour, shape) pairs only; with an ``autoencoder``
               (and no latent cache) each batch is encoded on the fly by it, frozen, so the model
               trains on latents of endless fresh scenes, as SD3 trains on its VAE's
+    glyphs    rendered words (:mod:`minisd3.glyphs`), training words only, endless
     digits, cifar10   finite labelled sets (:mod:`minisd3.engine.data`), class names as captions,
               visited in a fresh random permutation each epoch
     latents   any data set encoded once by an autoencoder (:mod:`minisd3.engine.latent_cache`),
@@ -24,6 +26,8 @@ from pathlib import Path
 import torch
 
 from ..autoencoder import load_autoencoder
+from ..glyphs import IMAGE_SIZE as GLYPH_SIZE
+from ..glyphs import sample_glyphs, split_words
 from ..seeding import make_generator
 from ..shapes import VOCABULARY, check_image_size, sample_shapes, split_prompts
 from . import DATASETS
@@ -55,6 +59,26 @@ class ShapesSource(PixelSource):
 
     def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
         return self.split.held_out_captions(n, generator, self.image_size)
+
+
+@dataclass
+class GlyphSource(PixelSource):
+    """Rendered three-letter words, 24×24 grey; training uses the training words only, evaluation the held-out ones."""
+
+    seed: int = 0
+    image_size: int = GLYPH_SIZE
+    channels: int = 1
+    split = None  # no shapes split: the words below are what is held out
+
+    def __post_init__(self):
+        self.words = split_words(self.seed)
+        self.vocabulary = ("the", "word", *self.words.train)
+
+    def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        return sample_glyphs(size, generator, self.words.train)
+
+    def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
+        return self.words.captions(n, generator, held_out=True)
 
 
 class ShapesLatentSource(ShapesSource):
@@ -148,6 +172,8 @@ def make_source(config):
             raise ValueError(f"image_size: the latent cache holds {source.image_size}×{source.image_size} latents "
                              f"(image_size is the side the model sees), got {config.image_size}")
         return source
+    if config.data == "glyphs":
+        return GlyphSource(config.seed)
     if config.data == "shapes":
         if config.autoencoder:
             return ShapesLatentSource(config.autoencoder, config.image_size, config.seed)

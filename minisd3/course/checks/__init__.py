@@ -28,6 +28,7 @@ they were called, so a check can also say "time runs backwards" or "the model go
     lesson05_embeddings        timestep_embedding, sincos_2d_positions
     lesson06_dit               patchify, unpatchify, modulate, cfg_combine
     lesson07_mmdit             joint_attention, rms_norm
+    lesson10_spelling          char_tokenize, encoder_drop_mask, build_context
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from .lesson04_timesteps import check_sample_logit_normal, check_shift_time
 from .lesson05_embeddings import check_sincos_2d_positions, check_timestep_embedding
 from .lesson06_dit import check_cfg_combine, check_modulate, check_patchify, check_unpatchify
 from .lesson07_mmdit import check_joint_attention, check_rms_norm
+from .lesson10_spelling import check_build_context, check_char_tokenize, check_encoder_drop_mask
 
 __all__ = [
     "CHECKS",
@@ -63,4 +65,7 @@ __all__ = [
     "check_cfg_combine",
     "check_joint_attention",
     "check_rms_norm",
+    "check_char_tokenize",
+    "check_encoder_drop_mask",
+    "check_build_context",
 ]

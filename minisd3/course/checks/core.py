@@ -94,6 +94,7 @@ LESSON_CHECKS: dict[str, tuple[str, ...]] = {
     "05_sinusoidal_embeddings": ("timestep_embedding", "sincos_2d_positions"),
     "06_patchify_dit": ("patchify", "unpatchify", "modulate", "cfg_combine"),
     "07_mmdit_qknorm": ("joint_attention", "rms_norm"),
+    "10_spelling": ("char_tokenize", "encoder_drop_mask", "build_context"),
 }
 """The checks each lesson's practice notebook must pass, in notebook order."""
 

@@ -39,19 +39,22 @@ class TextToImage(nn.Module):
         return self.loss(images, captions, **kwargs)
 
     @property
-    def num_encoders(self) -> int:
-        """How many text encoders the model reads (each dropped independently in training)."""
-        return getattr(self.text_encoder, "num_encoders", 1)
+    def several_encoders(self) -> bool:
+        """True when the text encoder combines encoders that are dropped one by one
+        (:class:`~minisd3.multi_text.MultiTextEncoder`, even of a single encoder), False for one encoder
+        whose captions are dropped to ""."""
+        return hasattr(self.text_encoder, "default_keep")
 
     def encode(self, captions: Sequence[str], drop: torch.Tensor | None = None,
                only: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(c_ctxt, pooled) for a list of captions; "" is the null condition.
 
-        ``drop`` (B,) replaces captions by ""; with several encoders it is (B, E) and drops each
-        encoder separately. ``only`` names the encoders to use at inference (several encoders only).
+        ``drop`` (B,) replaces captions by ""; for a :class:`~minisd3.multi_text.MultiTextEncoder` it is
+        (B, E) and drops each encoder separately. ``only`` names the encoders to use at inference
+        (a MultiTextEncoder only).
         """
         captions = list(captions)
-        if self.num_encoders == 1:
+        if not self.several_encoders:
             if only is not None:
                 raise ValueError(f"only: this model reads one text encoder; expected None, got {list(only)}")
             if drop is not None:
@@ -73,7 +76,7 @@ class TextToImage(nn.Module):
         if len(captions) != images.shape[0]:
             raise ValueError(f"captions: expected {images.shape[0]} captions (one per image), got {len(captions)}")
         if drop is None:
-            shape = len(captions) if self.num_encoders == 1 else (len(captions), self.num_encoders)
+            shape = (len(captions), self.text_encoder.num_encoders) if self.several_encoders else len(captions)
             drop = drop_mask(shape, p_uncond, generator)
         ctx, pooled = self.encode(captions, drop)
         sampler = time_sampler or make_time_sampler("lognorm(0,1)")

@@ -117,3 +117,15 @@ def test_text_to_image_drops_each_encoder_independently_in_training(monkeypatch)
     assert keep.shape == (4000, 2)
     assert torch.allclose(keep.mean(0), torch.full((2,), 0.7), atol=0.03)
     assert abs((1 - keep).prod(1).mean() - 0.09) < 0.02
+
+
+def test_a_single_combined_encoder_is_dropped_at_rate_p_not_always(monkeypatch):
+    char = SmallTextEncoder(CharTokenizer(max_length=16), dim=8, depth=1, heads=1, gives_pooled=False)
+    enc = MultiTextEncoder({"char": char}, width=16)
+    model = TextToImage(MMDiTConfig(input_size=8, in_channels=1, depth=1, heads=1, head_dim=16, context_dim=16,
+                                    pooled_dim=16), enc)
+    seen = []
+    original = enc.forward
+    monkeypatch.setattr(enc, "forward", lambda caps, keep=None, only=None: seen.append(keep) or original(caps, keep, only))
+    model.loss(torch.randn(2000, 1, 8, 8), [CAPTION] * 2000, p_uncond=0.3, generator=make_generator(0))
+    assert seen[0].shape == (2000, 1) and abs(seen[0].float().mean() - 0.7) < 0.04

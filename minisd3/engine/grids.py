@@ -75,15 +75,21 @@ def _wrap(words: Sequence[str], font: ImageFont.FreeTypeFont, width: int) -> lis
 
 def _write_panel(draw: ImageDraw.ImageDraw, corner: tuple[int, int], prompt_lines: list[list[str]],
                  verdict_lines: list[list[str]], font: ImageFont.FreeTypeFont) -> None:
-    """The prompt's lines, then the verdict's, each token green (✔) or red (✘), from ``corner`` down."""
+    """The prompt's lines, then the verdict's, each token green (✔) or red (✘), from ``corner`` down; a
+    token without a mark takes the colour of the next marked one in its line ("read: cab ✔")."""
     x, y = corner
     for line in prompt_lines:
         draw.text((x, y), " ".join(line), font=font, fill=TEXT_RGB)
         y += LINE_HEIGHT
     for line in verdict_lines:
+        colours, colour = [], TEXT_RGB
+        for token in reversed(line):
+            if token.endswith((YES_MARK, NO_MARK)):
+                colour = YES_RGB if token.endswith(YES_MARK) else NO_RGB
+            colours.append(colour)
         token_x = x
-        for token in line:
-            draw.text((token_x, y), token, font=font, fill=YES_RGB if token.endswith(YES_MARK) else NO_RGB)
+        for token, fill in zip(line, reversed(colours)):
+            draw.text((token_x, y), token, font=font, fill=fill)
             token_x += font.getlength(token + " ")
         y += LINE_HEIGHT
 

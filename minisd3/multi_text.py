@@ -18,9 +18,10 @@ This module holds the course's two small encoders for spelling (lesson 10) in th
     character-level (like T5 on bytes, ByT5)   :class:`~minisd3.text.CharTokenizer`, one token per character
 
 :class:`MultiTextEncoder` combines any encoders with the interface ``encoder(captions) →
-(tokens (B, L, D_e), pooled (B, P_e))`` and attributes ``context_dim``, ``pooled_dim`` and
-``gives_pooled`` (a real local CLIP and T5 pair, :class:`~minisd3.text.PretrainedTextEncoder`,
-has the same interface).
+(tokens (B, L_e, D_e), pooled (B, P_e))``, a method ``token_mask(captions) → (B, L_e)`` and
+attributes ``context_dim``, ``pooled_dim``, ``max_length`` (L_e) and ``gives_pooled``: the course's
+:class:`~minisd3.text.SmallTextEncoder` and a real local CLIP and T5 pair loaded by
+:class:`~minisd3.text.PretrainedTextEncoder` alike.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ class MultiTextEncoder(nn.Module):
         self.pooled_dim = sum(encoders[n].pooled_dim for n in self.pooled_from) or width
         self.segments, start = {}, 0
         for name, encoder in encoders.items():
-            length = encoder.tokenizer.max_length
+            length = encoder.max_length
             self.segments[name] = slice(start, start + length)
             start += length
 
@@ -109,5 +110,5 @@ class MultiTextEncoder(nn.Module):
         """(B, Σ L_e) bool: True on the real tokens ([BOS] and words or characters) of kept encoders."""
         captions = list(captions)
         keep = self.default_keep(captions, only) if keep is None else keep
-        masks = [self.encoders[n].tokenizer(captions)[1] & keep[:, e:e + 1].cpu() for e, n in enumerate(self.names)]
+        masks = [self.encoders[n].token_mask(captions).cpu() & keep[:, e:e + 1].cpu() for e, n in enumerate(self.names)]
         return torch.cat(masks, dim=1)

@@ -122,6 +122,11 @@ class SmallTextEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.pool = nn.Linear(dim, dim)
         self.context_dim = self.pooled_dim = dim
+        self.max_length = tokenizer.max_length
+
+    def token_mask(self, captions: Sequence[str]) -> torch.Tensor:
+        """(B, max_length) bool: True on the real tokens ([BOS] and the words or characters)."""
+        return self.tokenizer(captions)[1]
 
     def forward(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """captions → (c_ctxt (B, L, D), pooled (B, D))."""
@@ -245,6 +250,12 @@ class PretrainedTextEncoder(nn.Module):
         super().train(mode)
         self.model.eval()
         return self
+
+    def token_mask(self, captions: Sequence[str]) -> torch.Tensor:
+        """(B, max_length) bool: the tokenizer's attention mask (True on real tokens, False on padding)."""
+        batch = self.tokenizer(list(captions), padding="max_length", truncation=True, max_length=self.max_length,
+                               return_tensors="pt")
+        return batch["attention_mask"].bool()
 
     def forward(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """captions → (tokens (B, max_length, context_dim), pooled (B, pooled_dim))."""

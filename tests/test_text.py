@@ -236,3 +236,20 @@ def test_text_to_image_refuses_mismatched_text_dims():
     enc = SmallTextEncoder(WordTokenizer(WORDS), dim=32, depth=1, heads=2)
     with pytest.raises(ValueError, match="context_dim 32"):
         TextToImage(MMDiTConfig(context_dim=48, pooled_dim=32), enc)
+
+
+def test_a_local_clip_and_t5_pair_combine_as_in_sd3(tmp_path):
+    from minisd3.multi_text import MultiTextEncoder
+
+    clip_with_projection_folder(tmp_path / "clip")
+    t5_encoder_folder(tmp_path / "t5")
+    clip = PretrainedTextEncoder(str(tmp_path / "clip"), max_length=6)
+    t5 = PretrainedTextEncoder(str(tmp_path / "t5"), max_length=8)
+    pair = MultiTextEncoder({"clip": clip, "t5": t5}, width=32)
+    assert pair.pooled_from == ("clip",) and pair.pooled_dim == clip.pooled_dim  # T5 gives no pooled vector
+    captions = ["a red circle", "two blue squares"]
+    c_ctxt, pooled = pair(captions)
+    assert c_ctxt.shape == (2, 6 + 8, 32) and torch.allclose(pooled, clip(captions)[1])
+    assert pair.token_mask(captions).shape == (2, 14)
+    without_t5, _ = pair(captions, only=["clip"])
+    assert (without_t5[:, 6:] == 0).all() and torch.equal(without_t5[:, :6], c_ctxt[:, :6])

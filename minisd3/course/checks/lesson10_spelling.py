@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -175,13 +174,17 @@ def check_char_tokenize(char_tokenize: Callable) -> None:
     for alphabet, max_length, captions in _CHAR_CASES:
         got, err = _attempt(char_tokenize, list(captions), alphabet, max_length)
         if err is not None:
-            fitting = [c for c in captions if len(c) + 1 < max_length]
-            if isinstance(err, ValueError) and len(fitting) < len(captions):
-                again, err_again = _attempt(char_tokenize, fitting, alphabet, max_length)
-                if err_again is None:
+            if isinstance(err, ValueError):
+                fitting = [c for c in captions if len(c) + 1 < max_length]
+                if len(fitting) < len(captions) and _attempt(char_tokenize, fitting, alphabet, max_length)[1] is None:
                     raise Mistake(f"raised ValueError for a caption of max_length − 1 = {max_length - 1} characters, "
                                   f"which fits: [BOS] + {max_length - 1} characters = max_length tokens; raise only "
                                   "when len(caption) + 1 > max_length", "length_limit_off_by_one")
+                known = ["".join(char for char in c if char in alphabet) for c in captions]
+                if _attempt(char_tokenize, known, alphabet, max_length)[1] is None:
+                    raise Mistake(f"raised ValueError for a character outside the alphabet ({_raised(err)}); map it "
+                                  "to [UNK] = 2 instead: the character tokenizer never refuses a character, that is "
+                                  "what [UNK] is for", "unknown_raises")
             raise Mistake(f"calling char_tokenize raised {_raised(err)}")
         longest = 1 + max(len(c) for c in captions)
         ids, mask = _ids_and_mask(got, len(captions), max_length, longest)
@@ -213,7 +216,7 @@ def check_char_tokenize(char_tokenize: Callable) -> None:
             raise Mistake(f"a caption of {length} characters (max_length = {max_length}) made your function raise "
                           f"{_raised(err)}; check the length first and raise ValueError when len(caption) + 1 > "
                           "max_length", "no_length_check")
-        raise Mistake(f"a caption of {length} characters with max_length = {max_length} was cut short without a word: "
+        raise Mistake(f"a caption of {length} characters with max_length = {max_length} was cut short silently: "
                       "raise ValueError when len(caption) + 1 > max_length, so a caption is never silently "
                       "truncated (a cut-off word would be drawn wrong)", "truncated_silently")
 
@@ -265,10 +268,11 @@ def check_encoder_drop_mask(encoder_drop_mask: Callable) -> None:
             raise Mistake(f"every sample got the same mask {drop[0].tolist()}: draw one flag per (sample, encoder), "
                           f"shape (B, E) = ({batch}, {encoders})", "shared_across_batch")
         if (drop == drop[:, :1]).all():
-            raise Mistake(f"one mask shared by all {encoders} encoders: they are always dropped together, so no text at "
-                          f"all happens with probability p = {p} (here {none_kept:.3f}); drop each encoder "
-                          f"independently and no text at all should happen with probability {power} = {independent:.3f} "
-                          "(SD3: 0.463³ ≈ 10 % with three encoders)", "shared_mask")
+            raise Mistake(f"one mask shared by all {encoders} encoders (identical columns): no text at all should happen "
+                          f"with probability {power} = {independent:.3f}, here {none_kept:.3f} ≈ p = {p}, because the "
+                          "encoders are always dropped together; draw every entry independently, "
+                          "torch.rand((batch, encoders), generator=generator) < p (SD3: 0.463³ ≈ 10 % of steps see no "
+                          "text with three encoders)", "shared_mask")
         dropped = drop.sum(1)
         if (dropped <= 1).all():
             how = "exactly one encoder" if (dropped == 1).all() else "at most one encoder"
@@ -276,8 +280,8 @@ def check_encoder_drop_mask(encoder_drop_mask: Callable) -> None:
                           "a sample can lose none, some or all of them; no text at all should happen with probability "
                           f"{power} = {independent:.3f}, here {none_kept:.3f}", "one_per_row")
         if ((rates - (1 - p)).abs() < 0.025).all():
-            raise Mistake(f"True with probability 1 − p = {1 - p:.3f} (yours {rates.mean().item():.3f}): True means "
-                          f"drop, with probability p = {p}; compare torch.rand(...) < p", "keep_not_drop")
+            raise Mistake(f"your mask is True with probability 1 − p = {1 - p:.3f} (measured {rates.mean().item():.3f}): "
+                          f"True means drop, with probability p = {p}; compare torch.rand(...) < p", "keep_not_drop")
         if not ((rates - p).abs() < 0.025).all():
             raise Mistake(f"each entry should be True with probability p = {p}; your columns were True for "
                           f"{[round(r, 3) for r in rates.tolist()]} of the samples")
@@ -311,7 +315,10 @@ class _GivenTokens(nn.Module):
         self.tokens = tokens
         self.context_dim = self.pooled_dim = tokens.shape[-1]
         self.gives_pooled = False
-        self.tokenizer = SimpleNamespace(max_length=tokens.shape[1])
+        self.max_length = tokens.shape[1]
+
+    def token_mask(self, captions) -> torch.Tensor:
+        return torch.ones(self.tokens.shape[:2], dtype=torch.bool)
 
     def forward(self, captions):
         return self.tokens, self.tokens[:, 0]
@@ -367,6 +374,10 @@ def check_build_context(build_context: Callable) -> None:
             raise Mistake("build_context changed one of the token sequences in place; compute new tensors instead "
                           "(write x = x * k, not x *= k)", "in_place")
         encoders, total = len(sequences), sum(lengths)
+        if isinstance(got, (list, tuple)) and all(isinstance(part, torch.Tensor) for part in got):
+            raise Mistake(f"returned a {type(got).__name__} of {len(got)} parts; concatenate them along the sequence "
+                          f"axis into one tensor, torch.cat(parts, dim=1) → (B, Σ L_e, width) = ({batch}, {total}, "
+                          f"{width})", "not_concatenated")
         if isinstance(got, torch.Tensor):
             shape = tuple(got.shape)
             if len(set(lengths)) == 1 and shape == (batch, lengths[0], encoders * width):

@@ -111,8 +111,15 @@ def _sample(args: argparse.Namespace) -> int:
         held_out = [word_of(prompt, "--prompt") not in words.train] * args.n
     else:
         held_out = None
+    only = None
+    if args.text_encoders is not None:
+        names = getattr(model.text_encoder, "names", None)
+        only = [n.strip() for n in args.text_encoders.split("+") if n.strip()]
+        if names is None or not only or not set(only) <= set(names):
+            raise ValueError(f"--text-encoders: expected names among {names or ('(this model reads one encoder)',)} "
+                             f"joined by '+', got {args.text_encoders!r}")
     images = model.sample([prompt] * args.n, steps=steps, cfg=cfg, shift=shift, method=args.method,
-                          generator=make_generator(args.seed))
+                          generator=make_generator(args.seed), only=only)
     if source is not None:  # latents (a cache, or shapes encoded on the fly) are decoded; pixels pass through
         images = source.to_images(images)
     out = Path(args.out)
@@ -250,6 +257,8 @@ def add_engine_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=8, help="how many samples")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--text-encoders", help="the text encoders to condition on, '+'-joined (a glyphs model: e.g. "
+                                           "'word' samples without the character encoder, as SD3 without T5)")
     add_device(p)
     p.add_argument("--out", required=True, help=f"a folder (numbered PNGs and grid.png) or an image file for the "
                                                  f"labelled grid ({', '.join(IMAGE_SUFFIXES)})")

@@ -86,3 +86,14 @@ def test_eval_prints_the_spelling_table(glyph_run, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "held-out words" in done.stdout and "chance" in done.stdout
     assert "spelling" in json.loads(out.read_text())["results"][0]
+
+
+def test_sample_with_a_subset_of_text_encoders(glyph_run, tmp_path):
+    run, _ = glyph_run
+    done = cli("sample", "--ckpt", str(run), "--prompt", 'the word "cab"', "--n", "1", "--steps", "1",
+               "--text-encoders", "word", "--out", str(tmp_path / "w.png"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    bad = cli("sample", "--ckpt", str(run), "--prompt", 'the word "cab"', "--n", "1", "--steps", "1",
+              "--text-encoders", "t5", "--out", str(tmp_path / "t.png"))
+    assert bad.returncode == 2 and "--text-encoders: expected names among ('word', 'char')" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -24,19 +24,20 @@ PAD, BOS, UNK = "[PAD]", "[BOS]", "[UNK]"
 _WORD_SEPARATORS = re.compile(r'[\s,"]+')
 
 
-class WordTokenizer:
-    """Lower-case words to ids over a fixed vocabulary; position 0 is always [BOS].
+class _Tokenizer:
+    """The shared mechanics of the tokenizers below, each of which defines ``units(caption)`` (its words or
+    characters): the units → ids over ``itos``, [BOS] first, [PAD] (0) after.
 
-    Words are split at spaces, commas and double quotes (``the word "cab"`` → the, word, cab).
-    An unknown word raises ValueError naming ``captions``, or with ``unknown=True`` becomes the one
-    [UNK] token, as a CLIP-like word-level tokenizer meets a word it never learned
-    (ids: [PAD] = 0, [BOS] = 1, then [UNK] = 2 when enabled, then the words in sorted order).
+    ``tokenizer(captions)`` → ``(ids, mask)``, each (B, max_length); mask is True on [BOS] and the
+    units. An unknown unit becomes [UNK] when the vocabulary has one, else raises ValueError naming
+    ``captions``; so do a single string instead of a list and a caption of more than max_length − 1 units.
     """
 
-    def __init__(self, vocabulary: Sequence[str], max_length: int = 16, unknown: bool = False):
-        words = sorted({w.lower() for w in vocabulary})
-        self.itos = [PAD, BOS, *([UNK] if unknown else []), *words]
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
+    unit = "unit"
+
+    def __init__(self, itos: list[str], max_length: int):
+        self.itos = itos
+        self.stoi = {u: i for i, u in enumerate(itos)}
         self.unknown = self.stoi.get(UNK)
         self.max_length = max_length
 
@@ -45,26 +46,45 @@ class WordTokenizer:
         return len(self.itos)
 
     def __call__(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(ids, mask)`` of shape (B, max_length); mask is True on real tokens ([BOS] included)."""
         if isinstance(captions, str):
             raise ValueError("captions: expected a list of strings, got a single string")
         ids = torch.zeros(len(captions), self.max_length, dtype=torch.long)
         for row, caption in enumerate(captions):
-            words = [w for w in _WORD_SEPARATORS.split(caption.lower()) if w]
-            if len(words) + 1 > self.max_length:
-                raise ValueError(f"captions: expected at most {self.max_length - 1} words, got {len(words)} in {caption!r}")
-            for col, word in enumerate([BOS, *words]):
-                if word not in self.stoi and self.unknown is None:
-                    raise ValueError(f"captions: unknown word {word!r}; expected one of {self.itos[2:]}")
-                ids[row, col] = self.stoi.get(word, self.unknown)
+            units = self.units(caption)
+            if len(units) + 1 > self.max_length:
+                raise ValueError(f"captions: expected at most {self.max_length - 1} {self.unit}s, got {len(units)} "
+                                 f"in {caption!r}")
+            for col, unit in enumerate([BOS, *units]):
+                if unit not in self.stoi and self.unknown is None:
+                    raise ValueError(f"captions: unknown {self.unit} {unit!r}; expected one of {self.itos[2:]}")
+                ids[row, col] = self.stoi.get(unit, self.unknown)
         return ids, ids != 0
+
+
+class WordTokenizer(_Tokenizer):
+    """Lower-case words to ids over a fixed vocabulary; position 0 is always [BOS].
+
+    Words are split at spaces, commas and double quotes (``the word "cab"`` → the, word, cab).
+    An unknown word raises ValueError naming ``captions``, or with ``unknown=True`` becomes the one
+    [UNK] token, as a CLIP-like word-level tokenizer meets a word it never learned
+    (ids: [PAD] = 0, [BOS] = 1, then [UNK] = 2 when enabled, then the words in sorted order).
+    """
+
+    unit = "word"
+
+    def __init__(self, vocabulary: Sequence[str], max_length: int = 16, unknown: bool = False):
+        words = sorted({w.lower() for w in vocabulary})
+        super().__init__([PAD, BOS, *([UNK] if unknown else []), *words], max_length)
+
+    def units(self, caption: str) -> list[str]:
+        return [w for w in _WORD_SEPARATORS.split(caption.lower()) if w]
 
 
 PRINTABLE = "".join(chr(c) for c in range(32, 127))
 """The characters :class:`CharTokenizer` knows by default: printable ASCII, space to tilde."""
 
 
-class CharTokenizer:
+class CharTokenizer(_Tokenizer):
     """Characters to ids: [PAD] = 0, [BOS] = 1, [UNK] = 2, then one id per known character.
 
     ``tokenizer(captions)`` → ``(ids, mask)``, each (B, max_length): position 0 is [BOS], then one
@@ -76,30 +96,15 @@ class CharTokenizer:
     longer than ``max_length − 1`` characters.
     """
 
+    unit = "character"
+
     def __init__(self, alphabet: str = PRINTABLE, max_length: int = 16):
         if len(set(alphabet)) != len(alphabet) or not alphabet:
             raise ValueError(f"alphabet: expected distinct characters, got {alphabet!r}")
-        self.itos = [PAD, BOS, UNK, *alphabet]
-        self.stoi = {c: i for i, c in enumerate(self.itos)}
-        self.max_length = max_length
+        super().__init__([PAD, BOS, UNK, *alphabet], max_length)
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.itos)
-
-    def __call__(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(captions, str):
-            raise ValueError("captions: expected a list of strings, got a single string")
-        ids = torch.zeros(len(captions), self.max_length, dtype=torch.long)
-        unk = self.stoi[UNK]
-        for row, caption in enumerate(captions):
-            if len(caption) + 1 > self.max_length:
-                raise ValueError(f"captions: expected at most {self.max_length - 1} characters, got {len(caption)} "
-                                 f"in {caption!r}")
-            ids[row, 0] = self.stoi[BOS]
-            for col, char in enumerate(caption, start=1):
-                ids[row, col] = self.stoi.get(char, unk)
-        return ids, ids != 0
+    def units(self, caption: str) -> list[str]:
+        return list(caption)
 
 
 class SmallTextEncoder(nn.Module):

@@ -39,7 +39,7 @@ from torch import nn
 
 from .files import atomic_file, load_weights_into, write_text_atomic
 from .seeding import randn
-from .training import DataSampler, fit
+from .training import DataSampler, StepCallback, fit
 from .validation import check_positive_int, check_same_shape, check_tensor
 
 WEIGHTS_FILE = "autoencoder.safetensors"
@@ -63,8 +63,8 @@ class AutoencoderConfig:
     def validate(self) -> "AutoencoderConfig":
         check_positive_int(self.in_channels, "in_channels")
         check_positive_int(self.width, "width")
-        if self.factor not in (2, 4):
-            raise ValueError(f"factor: expected a downsampling factor 2 or 4, got {self.factor!r}")
+        if self.factor not in (2, 4, 8):
+            raise ValueError(f"factor: expected a downsampling factor 2, 4 or 8, got {self.factor!r}")
         if self.latent_channels not in (4, 8, 16):
             raise ValueError(f"latent_channels: expected 4, 8 or 16, got {self.latent_channels!r}")
         return self
@@ -226,17 +226,18 @@ def autoencoder_loss(model: SmallAutoencoder, images: torch.Tensor, beta: float 
 
 def train_autoencoder(model: SmallAutoencoder, sample_images: DataSampler, steps: int, batch_size: int = 64,
                       lr: float = 2e-3, beta: float = 1e-4, kind: str = "mse", seed: int = 0,
-                      progress: bool = True) -> list[float]:
+                      progress: bool = True, callback: StepCallback | None = None) -> list[float]:
     """Fit the autoencoder with :func:`autoencoder_loss` (Adam, cosine decay; :func:`minisd3.training.fit`).
 
-    ``sample_images(n, generator)`` draws n images in [−1, 1], e.g. ``row_sampler(images)``.
+    ``sample_images(n, generator)`` draws n images in [−1, 1], e.g. ``row_sampler(images)``;
+    ``callback(step, model)`` runs after every step (a benchmark scores the autoencoder while it trains).
     Returns the loss of every step.
     """
     check_positive_int(batch_size, "batch_size")
     device = next(model.parameters()).device
     return fit(model, lambda m, x, g: autoencoder_loss(m, x, beta, kind, g),
                  lambda g: sample_images(batch_size, g).to(device), steps, lr, seed, progress=progress,
-                 desc="autoencoder")
+                 desc="autoencoder", callback=callback)
 
 
 def psnr(images: torch.Tensor, reconstructions: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:

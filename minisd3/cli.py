@@ -17,6 +17,8 @@ Training engine (:mod:`minisd3.engine`):
     python -m minisd3 eval --ckpt runs/shapes --steps 5 10 20 50 --out sweep.csv [--grid g.png] [--fid]
     python -m minisd3 export --ckpt runs/shapes --out data/models/NAME [--cfg W]
     python -m minisd3 bench [--device cuda]
+    python -m minisd3 sweep --preset shapes --depths 2 3 4 6 --max-steps 1000 --out runs/scaling \
+        --store data/runs/scaling     (hidden = 64·depth, heads = depth; resumable: run it again)
 
 Latent space (lesson 08, :mod:`minisd3.engine.latent_cache`): train or bring an autoencoder, encode
 the data once, train on it
@@ -184,6 +186,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .engine.config import apply_overrides, preset_config
+    from .engine.sweep import run_sweep, sweep_csv
+
+    overrides = list(args.set or [])
+    if args.max_steps is not None:
+        overrides.append(f"max_steps={args.max_steps}")
+    config = apply_overrides(preset_config(args.preset), overrides)
+    rows = run_sweep(config, args.depths, args.out, eval_steps=tuple(args.eval_steps), samples=args.samples,
+                     store=args.store, progress=not args.quiet)
+    print(sweep_csv(rows), end="")
+    print(f"{args.out}: sweep.json, sweep.csv and one run per depth" + (f"; small files copied to {args.store}"
+                                                                         if args.store else ""))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .engine.benchmark import run_benchmark
 
@@ -287,6 +305,20 @@ def add_engine_commands(sub) -> None:
                                              "chosen on training prompts; default: the run's sample_cfg)")
     p.set_defaults(handler=lambda a, h=_export: run_guarded(h, a))
 
+    p = sub.add_parser("sweep", help="train a preset at several depths (hidden 64·depth) and compare the sizes")
+    p.add_argument("--preset", default="shapes", help="a shapes preset (the sweep scores adherence)")
+    p.add_argument("--depths", type=int, nargs="+", default=[2, 3, 4, 6], help="model depths d (hidden 64·d, d heads)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value of every run")
+    p.add_argument("--max-steps", type=int, help="each run's length (same as --set max_steps=N)")
+    p.add_argument("--eval-steps", type=int, nargs="+", default=[1, 2, 4, 8, 20],
+                   help="Euler step counts at which each finished model is scored")
+    p.add_argument("--samples", type=int, help="prompts per score (default: the preset's eval_samples)")
+    p.add_argument("--out", required=True, help="folder: depth-D run directories, sweep.json, sweep.csv")
+    p.add_argument("--store", help="also copy the small files (no checkpoints) here, e.g. data/runs/scaling")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads(p)
+    p.set_defaults(handler=lambda a, h=_sweep: run_guarded(h, a))
+
     p = sub.add_parser("bench", help="training throughput and MFU, minisd3 against diffusers")
     add_device(p)
     p.add_argument("--steps", type=int, default=10)
@@ -302,7 +334,7 @@ def add_engine_commands(sub) -> None:
     p.add_argument("--image-size", type=int, help="pixel side (default: 8 digits, 32 shapes and CIFAR-10)")
     p.add_argument("--count", type=int, default=10_000, help="how many shapes images to generate")
     p.add_argument("--channels", type=int, default=4, choices=[4, 8, 16], help="latent channels")
-    p.add_argument("--factor", type=int, default=4, choices=[2, 4], help="downsampling factor f")
+    p.add_argument("--factor", type=int, default=4, choices=[2, 4, 8], help="downsampling factor f")
     p.add_argument("--width", type=int, default=32, help="channels of the first conv (doubled at each downsampling)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=64)

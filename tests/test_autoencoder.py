@@ -32,7 +32,7 @@ def small(channels=4, factor=4, width=8, in_channels=3):
     return SmallAutoencoder(AutoencoderConfig(in_channels, channels, factor, width))
 
 
-@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize("factor", [2, 4, 8])
 @pytest.mark.parametrize("channels", [4, 8, 16])
 def test_shapes_of_latents_and_reconstructions(factor, channels):
     model = small(channels, factor)
@@ -45,8 +45,8 @@ def test_shapes_of_latents_and_reconstructions(factor, channels):
 
 
 def test_bad_configs_and_inputs_are_named():
-    with pytest.raises(ValueError, match="factor: expected a downsampling factor 2 or 4, got 8"):
-        AutoencoderConfig(factor=8).validate()
+    with pytest.raises(ValueError, match="factor: expected a downsampling factor 2, 4 or 8, got 16"):
+        AutoencoderConfig(factor=16).validate()
     with pytest.raises(ValueError, match="latent_channels: expected 4, 8 or 16, got 5"):
         SmallAutoencoder(AutoencoderConfig(latent_channels=5))
     with pytest.raises(ValueError, match=r"images: expected shape \(B, 3, H, W\) with H and W multiples of 4"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from ..glyphs import IMAGE_SIZE as GLYPH_SIZE
 from ..models import MMDiTConfig
 from ..multi_text import MultiTextEncoder
+from ..recaption import SYNTHETIC_FRACTIONS
 from ..shapes import check_image_size
 from ..text import CharTokenizer, SmallTextEncoder, WordTokenizer
 from ..text_to_image import TextToImage
@@ -27,6 +28,9 @@ class TrainConfig:
     # data
     data: str = "shapes"  # shapes | glyphs | digits | cifar10 | imagefolder (imagefolder: in latents only)
     data_root: str = "data/datasets"
+    # shapes (drawn on the fly) only: the training captions, "full" (the grammar's, as synthetic captions), "original"
+    # (web-style alt-text made from them, minisd3.recaption) or "mix" (50/50, as SD3); evaluation uses full captions
+    captions: str = "full"
     download: bool = False
     image_size: int = 24  # the side the model sees: pixels, or latents when `latents` is set
     # latent space: a cache made by `python -m minisd3 encode-latents` (empty: train on pixels)
@@ -89,6 +93,11 @@ class TrainConfig:
         if self.data == "imagefolder" and not self.latents:
             raise ValueError("latents: an ImageFolder is trained in latent space; expected the path of a latent cache "
                              "(python -m minisd3 encode-latents --data imagefolder ...), got ''")
+        if self.captions not in SYNTHETIC_FRACTIONS:
+            raise ValueError(f"captions: expected one of {tuple(SYNTHETIC_FRACTIONS)}, got {self.captions!r}")
+        if self.captions != "full" and (self.data != "shapes" or self.latents):
+            raise ValueError(f"captions: alt-text is made from shapes captions drawn on the fly; expected 'full' for "
+                             f"{'a latent cache' if self.latents else repr(self.data)}, got {self.captions!r}")
         names = self.text_encoder_names
         if self.data != "glyphs" and names != ("word",):
             raise ValueError(f"text_encoders: expected 'word' for {self.data!r} (several encoders: glyphs only), "

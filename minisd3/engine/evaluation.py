@@ -6,6 +6,8 @@
     glyphs          spelling (:mod:`minisd3.spelling`): character and exact-word accuracy on held-out
                     words and on training words, each beside its chance rate
     every data set  sliced Wasserstein distance between generated and real images (pixels)
+    validation loss shapes: SD3's protocol (:mod:`minisd3.validation_loss`) on scenes of held-out pairs, fixed t
+                    levels and fixed noise, so checkpoints and model sizes are compared on the same problems
     FID             Fréchet Inception Distance against the real training images, through
                     torch-fidelity; needs the Inception weights file on disk (never downloaded here)
 """
@@ -27,6 +29,7 @@ from ..metrics import sliced_wasserstein
 from ..seeding import make_generator
 from ..spelling import chance_spelling, read_words, score_spelling
 from ..text_to_image import TextToImage
+from ..validation_loss import validation_loss
 from .grids import HELD_OUT_HEADER, TRAIN_HEADER, WORD_HEADERS, save_labelled_grid
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -54,25 +57,32 @@ def adherence_columns() -> tuple[str, ...]:
 
 def flatten_scores(result: dict) -> dict[str, float]:
     """The adherence (shapes) and spelling (glyphs) reports of an :func:`evaluate` result as ``{column: value}``
-    (:func:`adherence_columns`, :func:`spelling_columns`)."""
-    return {f"{key}_{a}": v for key in (*ADHERENCE_KEYS, *SPELLING_KEYS) for a, v in result.get(key, {}).items()}
+    (:func:`adherence_columns`, :func:`spelling_columns`), and its ``validation_loss`` when measured."""
+    scores = {f"{key}_{a}": v for key in (*ADHERENCE_KEYS, *SPELLING_KEYS) for a, v in result.get(key, {}).items()}
+    if "validation_loss" in result:
+        scores["validation_loss"] = result["validation_loss"]
+    return scores
 
 
 def score_columns(result: dict) -> tuple[str, ...]:
-    """The score columns a result has: adherence columns for shapes, spelling columns for glyphs."""
-    return (adherence_columns() if "adherence" in result else ()) + (spelling_columns() if "spelling" in result else ())
+    """The score columns a result has: adherence columns for shapes, spelling columns for glyphs, then
+    ``validation_loss`` where it was measured."""
+    return ((adherence_columns() if "adherence" in result else ()) + (spelling_columns() if "spelling" in result else ())
+            + (("validation_loss",) if "validation_loss" in result else ()))
 
 
 def eval_columns() -> tuple[str, ...]:
-    """The eval CSV's columns: the setting, then every metric (adherence for shapes, spelling for glyphs, FID)."""
-    return (*SETTING_COLUMNS, *adherence_columns(), *spelling_columns(), "fid")
+    """The eval CSV's columns: the setting, then every metric (adherence for shapes, spelling for glyphs, the
+    validation loss, FID)."""
+    return (*SETTING_COLUMNS, *adherence_columns(), *spelling_columns(), "validation_loss", "fid")
 
 
 def eval_table(results: list[dict]) -> str:
     """A short text table of :func:`evaluate` results, one line per setting: held-out and training-pair
     adherence (all attributes at once) each with its chance rate, per-attribute held-out adherence,
-    sliced Wasserstein distance (and FID when measured)."""
+    sliced Wasserstein distance (and the validation loss and FID when measured)."""
     shapes = any("adherence" in r for r in results)
+    val = all("validation_loss" in r for r in results)
     glyphs = any("spelling" in r for r in results)
     fid = any("fid" in r for r in results)
     head = f"{'steps':>5} {'cfg':>5}"
@@ -82,7 +92,7 @@ def eval_table(results: list[dict]) -> str:
     if shapes:
         head += f" {'held-out all':>13} {'(chance)':>8} {'train-pairs all':>15} {'(chance)':>8} " + " ".join(
             f"{a:>8}" for a in ATTRIBUTES)
-    head += f" {'sliced W':>9}" + (f" {'FID':>7}" if fid else "")
+    head += f" {'sliced W':>9}" + (f" {'val loss':>8}" if val else "") + (f" {'FID':>7}" if fid else "")
     lines = [head]
     for r in results:
         line = f"{r['steps']:>5} {r['cfg']:>5g}"
@@ -94,7 +104,8 @@ def eval_table(results: list[dict]) -> str:
             line += (f" {r['adherence']['overall']:>13.2f} {r['chance']['overall']:>8.2f}"
                      f" {r['adherence_train_pairs']['overall']:>15.2f} {r['chance_train_pairs']['overall']:>8.2f} "
                      + " ".join(f"{r['adherence'].get(a, float('nan')):>8.2f}" for a in ATTRIBUTES))
-        line += f" {r['sliced_wasserstein']:>9.4f}" + (f" {r['fid']:>7.2f}" if fid else "")
+        line += (f" {r['sliced_wasserstein']:>9.4f}" + (f" {r['validation_loss']:>8.4f}" if val else "")
+                 + (f" {r['fid']:>7.2f}" if fid else ""))
         lines.append(line)
     if shapes:
         lines.append("adherence: fraction of prompts whose attribute the detector reads in the image; held-out = "
@@ -102,6 +113,9 @@ def eval_table(results: list[dict]) -> str:
     if glyphs:
         lines.append("spelling: exact words and characters the reader finds; held-out = words never trained on; "
                      "chance = the same images read against other prompts")
+    if val:
+        lines.append("val loss: the rectified-flow loss on held-out scenes at t = 0, 1/7 … 6/7 with fixed noise "
+                     "(SD3's validation loss; lower is better)")
     return "\n".join(lines)
 
 
@@ -153,7 +167,8 @@ def evaluate(model: TextToImage, source, n: int, steps: int, cfg: float, shift: 
         adherence_train_pairs, chance_train_pairs  n more samples, prompts of training pairs
 
     (the training-pair samples start from the same noise, so the two sets differ only in their
-    prompts). With a ``fid_reference`` (:func:`fid_reference_for`) also FID of the first samples
+    prompts), and the validation loss on ``n`` scenes of held-out pairs (:mod:`minisd3.validation_loss`,
+    noise fixed by ``seed``). With a ``fid_reference`` (:func:`fid_reference_for`) also FID of the first samples
     against the real image set. For a latent source the real side is the autoencoder's
     reconstruction of the data, so distances measure the diffusion model alone.
     """
@@ -173,6 +188,9 @@ def evaluate(model: TextToImage, source, n: int, steps: int, cfg: float, shift: 
                                 to_images=source.to_images)
         result["adherence_train_pairs"] = adherence_report(train_images, train_prompts)
         result["chance_train_pairs"] = chance_report(train_images, train_prompts, make_generator(seed + 5))
+    if hasattr(source, "held_out_batch"):  # shapes drawn on the fly: scenes of held-out pairs
+        x0, captions = source.held_out_batch(n, make_generator(seed + 6))
+        result["validation_loss"] = validation_loss(model, x0, captions, seed=seed + 7)["loss"]
     words = getattr(source, "words", None)
     if words is not None:  # glyphs: prompts the reader can score
         result["spelling"] = score_spelling(images, prompts)

@@ -2,8 +2,12 @@
 
 A source has ``batch(step, size, generator)`` → (x (size, C, S, S), captions), ``eval_prompts(n,
 generator)``, ``to_images(samples)`` (identity for pixels, the decoder for latents), ``channels``,
-``image_size`` and ``vocabulary``; shapes sources also have ``split`` (held-out colour–shape pairs),
-the glyphs source ``words`` (held-out words).
+``image_size`` and ``vocabulary``; shapes sources also have ``split`` (held-out colour–shape pairs) and
+``held_out_batch(n, generator)`` (scenes of those pairs, for the validation loss), the glyphs source ``words``
+(held-out words).
+Shapes drawn on the fly can train on web-style captions (``captions`` "original" or "mix",
+:mod:`minisd3.recaption`): only the batches' captions change, never the images, the held-out
+evaluation prompts or the held-out batches, which keep full captions.
 Every source returns the *global* batch of a step from a generator seeded by the step, so a
 resumed run sees exactly the batches it would have seen, and each of N processes takes its own
 contiguous slice of the same global batch (data sharding without a sampler's state).
@@ -19,6 +23,7 @@ contiguous slice of the same global batch (data sharding without a sampler's sta
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ import torch
 from ..autoencoder import load_autoencoder
 from ..glyphs import IMAGE_SIZE as GLYPH_SIZE
 from ..glyphs import sample_glyphs, split_words
+from ..recaption import ALT_TEXT_WORDS, SYNTHETIC_FRACTIONS, mix_captions
 from ..seeding import make_generator
 from ..shapes import VOCABULARY, check_image_size, sample_shapes, split_prompts
 from . import DATASETS
@@ -42,23 +48,51 @@ class PixelSource:
         return samples
 
 
+def caption_generator(generator: torch.Generator) -> torch.Generator:
+    """A generator for a batch's caption draws, seeded from a hash of ``generator``'s state, which it does not advance.
+
+    So a run with captions "original" or "mix" draws the same images, times, noise and drop masks
+    as the same run with full captions: only the words differ between the runs compared.
+    """
+    digest = hashlib.blake2b(generator.get_state().numpy().tobytes(), digest_size=8).digest()
+    return make_generator(int.from_bytes(digest, "little") >> 1)
+
+
 @dataclass
 class ShapesSource(PixelSource):
-    """Generated shapes scenes; training uses the split's training (colour, shape) pairs only."""
+    """Generated shapes scenes; training uses the split's training (colour, shape) pairs only.
+
+    ``captions`` ("full", "original" or "mix") chooses the training captions, with the fraction of
+    full ones in :data:`~minisd3.recaption.SYNTHETIC_FRACTIONS`; other than "full", the vocabulary
+    gains :data:`~minisd3.recaption.ALT_TEXT_WORDS`.
+    """
 
     image_size: int = 24
     seed: int = 0
     channels: int = 3
     vocabulary: tuple[str, ...] = tuple(VOCABULARY)
+    captions: str = "full"
 
     def __post_init__(self):
         self.split = split_prompts(self.seed)
+        if self.captions not in SYNTHETIC_FRACTIONS:
+            raise ValueError(f"captions: expected one of {tuple(SYNTHETIC_FRACTIONS)}, got {self.captions!r}")
+        if self.captions != "full":
+            self.vocabulary = tuple(dict.fromkeys((*self.vocabulary, *ALT_TEXT_WORDS)))
 
     def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        return sample_shapes(size, generator, image_size=self.image_size, pairs=self.split.train_pairs)
+        images, captions = sample_shapes(size, generator, image_size=self.image_size, pairs=self.split.train_pairs)
+        if self.captions != "full":
+            captions = mix_captions(captions, caption_generator(generator), SYNTHETIC_FRACTIONS[self.captions])
+        return images, captions
 
     def eval_prompts(self, n: int, generator: torch.Generator) -> list[str]:
         return self.split.held_out_captions(n, generator, self.image_size)
+
+    def held_out_batch(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        """``n`` scenes of held-out (colour, shape) pairs with their full captions: data no training batch holds
+        (the validation loss, :mod:`minisd3.validation_loss`)."""
+        return sample_shapes(n, generator, image_size=self.image_size, pairs=self.split.held_out_pairs)
 
 
 @dataclass
@@ -89,14 +123,19 @@ class ShapesLatentSource(ShapesSource):
     ``to_images`` decodes samples, x = decode(z′/scale + shift), on the samples' device.
     """
 
-    def __init__(self, autoencoder: str | Path, latent_size: int, seed: int = 0):
+    def __init__(self, autoencoder: str | Path, latent_size: int, seed: int = 0, captions: str = "full"):
         self.codec = load_autoencoder(autoencoder)
-        super().__init__(check_image_size(latent_size * self.codec.factor, "image_size × the autoencoder's factor"), seed)
+        super().__init__(check_image_size(latent_size * self.codec.factor, "image_size × the autoencoder's factor"), seed,
+                         captions=captions)
         self.channels = self.codec.latent_channels
 
     def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         images, captions = super().batch(step, size, generator)
         return self.codec.images_to_latents(images, batch=size), captions
+
+    def held_out_batch(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        images, captions = super().held_out_batch(n, generator)
+        return self.codec.images_to_latents(images), captions
 
     def to_images(self, samples: torch.Tensor) -> torch.Tensor:
         return self.codec.to(samples.device).latents_to_images(samples)
@@ -176,8 +215,8 @@ def make_source(config):
         return GlyphSource(config.seed)
     if config.data == "shapes":
         if config.autoencoder:
-            return ShapesLatentSource(config.autoencoder, config.image_size, config.seed)
-        return ShapesSource(config.image_size, config.seed)
+            return ShapesLatentSource(config.autoencoder, config.image_size, config.seed, config.captions)
+        return ShapesSource(config.image_size, config.seed, captions=config.captions)
     if config.data in LABELLED:
         return TensorSource(*labelled_images(config.data, config.data_root, config.image_size, config.download),
                             config.seed)

@@ -13,7 +13,10 @@ stored ``shapes-32`` (``train_autoencoder``, Adam lr 2e-3, β = 1e-4), one threa
 latent squeezes: a 32×32×3 image is 3072 numbers; at f = 4 a c-channel latent holds 64·c of them, at f = 8 16·c.
 
     OMP_NUM_THREADS=1 python benchmarks/autoencoder_channels.py [--data photos|shapes] [--factor 4|8] [--width 16]
-        [--steps 1200] [--batch 32] [--channels 4 8 16] [--train-count 3000] [--report-every N]
+        [--steps 1200] [--batch 32] [--channels 4 8 16] [--train-count 3000] [--report-every N] [--out CURVES.csv]
+
+``--out`` writes every measurement (channels, step, PSNR and SSIM on the test and training images) as CSV
+rows, the learning curves lesson 08 plots from ``data/runs/autoencoder-channels/``.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from minisd3.autoencoder import AutoencoderConfig, SmallAutoencoder, reconstruction_report, train_autoencoder
+from minisd3.files import write_text_atomic
 from minisd3.seeding import make_generator
 from minisd3.shapes import sample_shapes
 from minisd3.training import row_sampler
@@ -63,12 +67,14 @@ def main() -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--train-count", type=int, default=3000)
     parser.add_argument("--report-every", type=int, default=0, help="also print test and training PSNR every N steps")
+    parser.add_argument("--out", help="CSV file for every measurement (channels, step, PSNR, SSIM)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     train, test, what = data(args.data, args.train_count)
     print(f"{what}; f = {args.factor}, width {args.width}, {args.steps} steps × batch {args.batch}, "
           f"torch {torch.__version__}")
     print(" c   numbers kept   PSNR (dB), test   SSIM, test   PSNR (dB), training   parameters   CPU-s")
+    rows: list[tuple] = []
     for channels in args.channels:
         torch.manual_seed(0)
         model = SmallAutoencoder(AutoencoderConfig(latent_channels=channels, factor=args.factor, width=args.width))
@@ -79,12 +85,17 @@ def main() -> None:
                 model.eval()
                 new, seen = reconstruction_report(model, test), reconstruction_report(model, train[:256])
                 model.train()
+                rows.append((c, step, new["psnr"], new["ssim"], seen["psnr"], seen["ssim"]))
                 print(f"{c:2d}   step {step:5d}: PSNR (dB) test {new['psnr']:.2f}, training {seen['psnr']:.2f}", flush=True)
 
         train_autoencoder(model, row_sampler(train), args.steps, batch_size=args.batch, lr=2e-3, beta=1e-4,
                           progress=False, callback=report)
         cpu = time.process_time() - start
         new, seen = reconstruction_report(model, test), reconstruction_report(model, train[:256])
+        rows.append((channels, args.steps, new["psnr"], new["ssim"], seen["psnr"], seen["ssim"]))
+        if args.out:
+            write_text_atomic(args.out, "channels,step,test_psnr,test_ssim,train_psnr,train_ssim\n" + "".join(
+                f"{r[0]},{r[1]},{r[2]:.4f},{r[3]:.4f},{r[4]:.4f},{r[5]:.4f}\n" for r in rows))
         kept = channels * (CROP // args.factor) ** 2
         print(f"{channels:2d}   {kept:5d} of 3072   {new['psnr']:15.2f}   {new['ssim']:10.3f}   {seen['psnr']:19.2f}   "
               f"{sum(p.numel() for p in model.parameters()):10,d}   {cpu:5.0f}", flush=True)

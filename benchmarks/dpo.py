@@ -1,4 +1,4 @@
-"""Benchmark: Diffusion-DPO against supervised fine-tuning on the winners, judged by held-out adherence.
+"""Benchmark: Diffusion-DPO against fine-tuning on the winners and more ordinary training, judged by held-out adherence.
 
 From a starting checkpoint (``--start``, default the stored course model), the model samples
 ``--k`` images for each of ``--prompts`` training prompts (prompts of training colour–shape pairs,
@@ -7,15 +7,16 @@ the best and worst sample of a prompt form a preference pair (prompts whose samp
 dropped; :func:`minisd3.preference.preference_pairs`). Then, from the same start each time:
 
     dpo β      Diffusion-DPO (minisd3.preference.finetune, objective "dpo") for each β of ``--betas``
-    winners    the rectified-flow loss on the winners alone, same steps, pairs, times and noise
+    winners    the rectified-flow loss on the winners alone (supervised fine-tuning), 2·batch winners a step
+    ordinary   more of the model's own training: fresh scenes of training pairs with their full captions,
+               2·batch a step (caption dropout as in training)
 
-each ``--steps`` AdamW steps of ``--batch`` pairs at ``--lr``. Every model (the start too) is scored by
+each ``--steps`` AdamW steps at ``--lr``: DPO backpropagates ``--batch`` winners and as many losers a step,
+the baselines as many images (equal compute but for DPO's reference forward passes). Every model (the start too) is scored by
 the engine's own :func:`minisd3.engine.evaluation.evaluate`: adherence on ``--eval-samples`` prompts of
 held-out pairs and as many of training pairs, each beside its chance rate (the same images against
 other prompts), and the sliced Wasserstein distance to real images. The table gives each variant's
 process CPU seconds of fine-tuning (pair building and evaluation reported apart).
-The third baseline, more steps of ordinary training, is the engine's ``train --resume`` (from a run
-directory with its optimizer state; the stored course model holds EMA weights only).
 
     OMP_NUM_THREADS=1 python benchmarks/dpo.py --out runs/dpo.json
     OMP_NUM_THREADS=1 python benchmarks/dpo.py --prompts 16 --k 2 --steps 5 --eval-samples 16   # smoke test
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--betas", type=float, nargs="+", default=[50.0, 150.0, 500.0, 1500.0],
                         help="DPO temperatures β to sweep (the paper's m = −β·Δ; half diffusers' --beta_dpo)")
     parser.add_argument("--no-winners", action="store_true", help="skip the winners-only baseline")
+    parser.add_argument("--no-ordinary", action="store_true", help="skip the more-ordinary-training baseline")
     parser.add_argument("--eval-samples", type=int, default=256, help="held-out prompts (and as many training ones)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON file for every number")
@@ -114,14 +116,16 @@ def main() -> None:
     run["variants"].append({"name": "start", "finetune_cpu_s": 0.0, "eval_cpu_s": eval_cpu, **summary(result),
                             "evaluation": result})
     save()
-    variants = [("dpo", beta) for beta in args.betas] + ([] if args.no_winners else [("winners", None)])
+    variants = ([("dpo", beta) for beta in args.betas] + ([] if args.no_winners else [("winners", None)])
+                + ([] if args.no_ordinary else [("ordinary", None)]))
     for objective, beta in variants:
-        name = f"dpo β={beta:g}" if objective == "dpo" else "winners"
+        name = f"dpo β={beta:g}" if objective == "dpo" else objective
         model = copy.deepcopy(start_model)
         clock = time.process_time()
         history = finetune(model, pairs, args.steps, lr=args.lr, batch=args.batch, objective=objective,
                            beta=beta if beta is not None else 1.0, generator=make_generator(args.seed + 102),
-                           time_sampler=config.time_sampler, shift=config.shift, progress=True)
+                           time_sampler=config.time_sampler, shift=config.shift, progress=True, source=source,
+                           p_uncond=config.p_uncond)
         cpu = time.process_time() - clock
         result, eval_cpu = score(model, source, config, args.eval_samples, args.seed)
         last = history[-1]

@@ -15,6 +15,9 @@ Lesson modules (flat in ``minisd3/``, what the notebooks import), in lesson orde
     07 MM-DiT and QK-norm      blocks and models (MM-DiT), text (tokenizer, encoder), text_to_image,
                                shapes (captioned scenes), adherence (the detector), convert (diffusers)
     08 latent space            autoencoder (KL autoencoder, scale and shift), metrics
+    10 spelling                glyphs (rendered words), spelling (the reader), multi_text (several encoders)
+    11 data, preferences, scale  recaption (alt text, the 50/50 mix), preference (Diffusion-DPO),
+                               validation_loss (SD3's protocol); path length in rectified_flow
     shared                     env (device, fast mode), seeding, validation, files (atomic writes),
                                figures (what a displayed figure says about itself)
 

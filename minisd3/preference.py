@@ -34,9 +34,9 @@ far from the reference the model may go before the sigmoid saturates: |m| ≈ 5 
 Pairs come from the model itself (:func:`preference_pairs`; "learning from AI feedback" in Wallace et al.):
 k samples per prompt, judged by the detector of :mod:`minisd3.adherence` (how many of the prompt's
 attributes it reads right), best against worst; prompts whose k samples all tie teach nothing and
-are dropped. :func:`finetune` tunes on them with DPO or, as the baseline at equal steps, with the
-ordinary rectified-flow loss on the winners only (supervised fine-tuning, "SFT" in the paper).
-The third baseline, more steps of ordinary training, is the engine's ``train --resume``.
+are dropped. :func:`finetune` tunes on them with DPO or, as baselines at equal compute, with the
+ordinary rectified-flow loss on the winners only (supervised fine-tuning, "SFT" in the paper) or on fresh
+training data (more of the model's ordinary training).
 """
 from __future__ import annotations
 
@@ -57,8 +57,9 @@ from .text_to_image import TextToImage
 from .timesteps import TimeSampler, make_time_sampler, shift_time
 from .validation import check_positive_int, check_tensor, check_time
 
-OBJECTIVES = ("dpo", "winners")
-"""What :func:`finetune` can optimise: Diffusion-DPO on the pairs, or the rectified-flow loss on the winners."""
+OBJECTIVES = ("dpo", "winners", "ordinary")
+"""What :func:`finetune` can optimise: Diffusion-DPO on the pairs, the rectified-flow loss on the winners, or
+more of the model's ordinary training (fresh data from a source)."""
 
 Scorer = Callable[[torch.Tensor, str], float]
 """score(image (3, S, S) in [−1, 1], prompt) → a number; higher is better."""
@@ -262,13 +263,20 @@ def finetune(model: TextToImage, pairs: PreferencePairs, steps: int, lr: float =
              objective: str = "dpo", beta: float = 500.0, reference: TextToImage | None = None,
              generator: torch.Generator | None = None, time_sampler: str | TimeSampler = "lognorm(0,1)",
              shift: float = 1.0, weight_decay: float = 0.0, grad_clip: float | None = 1.0,
-             progress: bool = False) -> list[dict[str, float]]:
+             progress: bool = False, source=None, p_uncond: float = 0.1) -> list[dict[str, float]]:
     """Fine-tune every parameter of ``model`` in place on preference pairs; returns one dict per step.
 
     objective "dpo"      :func:`dpo_loss` against ``reference`` (default: a frozen deepcopy of
                          ``model`` as it is when called), temperature ``beta``
     objective "winners"  the rectified-flow loss mean e_θ(x_w) on the winners alone (supervised
                          fine-tuning; ``beta`` and ``reference`` are not used)
+    objective "ordinary" more of the model's own training: the rectified-flow loss on fresh batches of
+                         ``source`` (:mod:`minisd3.engine.sources`: its training data with their captions),
+                         captions dropped with probability ``p_uncond``; ``pairs`` are not used
+
+    Equal compute per step: DPO backpropagates ``batch`` winners and ``batch`` losers, so "winners" and
+    "ordinary" take 2·``batch`` images per step (the reference's forward passes, about a third of a DPO
+    step, are the only extra).
 
     Each step takes ``batch`` pairs (the pairs in a fresh random order each pass), one time per pair
     t = α·u/(1 + (α − 1)·u), u ~ ``time_sampler`` (a name for :func:`make_time_sampler` or a
@@ -290,7 +298,10 @@ def finetune(model: TextToImage, pairs: PreferencePairs, steps: int, lr: float =
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
-    if not isinstance(pairs, PreferencePairs) or len(pairs) == 0:
+    if objective == "ordinary":
+        if source is None:
+            raise ValueError("source: the objective 'ordinary' trains on fresh data; expected a source, got None")
+    elif not isinstance(pairs, PreferencePairs) or len(pairs) == 0:
         raise ValueError(f"pairs: expected PreferencePairs with at least one pair, got "
                          f"{'none' if isinstance(pairs, PreferencePairs) else type(pairs).__name__}")
     check_positive_int(steps, "steps")
@@ -308,22 +319,30 @@ def finetune(model: TextToImage, pairs: PreferencePairs, steps: int, lr: float =
         # last bits differ, so that Δ would not be exactly 0 (accuracy not exactly ½) at the start
         reference.requires_grad_(False).train()
     device = next(model.parameters()).device
-    order = _pair_order(len(pairs), steps, batch, generator)
+    size = batch if objective == "dpo" else 2 * batch
+    order = _pair_order(len(pairs), steps, size, generator) if objective != "ordinary" else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
     history = []
     for step in progress_bar(range(steps), desc=f"fine-tuning ({objective})", disable=not progress):
-        index = order[step]
-        x_w, x_l = pairs.winners[index].to(device), pairs.losers[index].to(device)
-        captions = [pairs.captions[int(i)] for i in index]
-        t = sampler(batch, generator=generator)
+        if objective == "ordinary":
+            x_w, captions = source.batch(step, size, generator)
+            x_w = x_w.to(device)
+        else:
+            index = order[step]
+            x_w = pairs.winners[index].to(device)
+            captions = [pairs.captions[int(i)] for i in index]
+        t = sampler(size, generator=generator)
         t = (t if shift == 1.0 else shift_time(t, shift)).to(device)
         eps = randn(x_w.shape, generator, device)
         if objective == "dpo":
-            loss, stats = dpo_loss(model, reference, x_w, x_l, captions, t, eps, beta)
+            loss, stats = dpo_loss(model, reference, x_w, pairs.losers[index].to(device), captions, t, eps, beta)
             record = {"loss": float(loss.detach()), **asdict(stats)}
-        else:
+        elif objective == "winners":
             loss = velocity_error(model, x_w, captions, t, eps).mean()
+            record = {"loss": float(loss.detach())}
+        else:
+            loss = model.loss(x_w, captions, p_uncond=p_uncond, eps=eps, t=t, generator=generator)
             record = {"loss": float(loss.detach())}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import random
 import re
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from minisd3.course.checks import (
     lesson05_embeddings,
     lesson07_mmdit,
     lesson10_spelling,
+    lesson11_data_preferences_scale,
 )
 from minisd3.validation import expand_time
 
@@ -52,6 +54,10 @@ REFERENCES = {
     "char_tokenize": lesson10_spelling._char_tokenize_reference,
     "encoder_drop_mask": multi_text.encoder_drop_mask,
     "build_context": lesson10_spelling._build_context_reference,
+    "mix_captions": lesson11_data_preferences_scale._mix_captions_reference,
+    "validation_loss": lesson11_data_preferences_scale._validation_loss_reference,
+    "dpo_objective": lesson11_data_preferences_scale._dpo_objective_reference,
+    "dpo_errors": lesson11_data_preferences_scale._dpo_errors_reference,
 }
 
 
@@ -741,6 +747,343 @@ def test_most_lesson10_wrong_answers_are_named():
     assert len(wrong) >= 45 and len(named) >= 0.9 * len(wrong), (len(named), len(wrong))
 
 
+# ----------------------------------------------------------------------------- lesson 11
+
+def mix_variant(kind="right"):
+    """A caption mixer as a learner writes it (``right``, ``bernoulli``, ``loop``, ``above`` and ``exact_count``
+    are correct)."""
+    def mix_captions(full, alt, generator, synthetic_fraction=0.5):
+        n, f = len(full), synthetic_fraction
+        if kind == "bernoulli":
+            keep = torch.bernoulli(torch.full((n,), float(f)), generator=generator).bool().tolist()
+        elif kind == "loop":
+            keep = [float(torch.rand((), generator=generator)) < f for _ in range(n)]
+        elif kind == "above":
+            keep = (torch.rand(n, generator=generator) >= 1 - f).tolist()
+        elif kind == "exact_count":
+            chosen = set(torch.randperm(n, generator=generator)[:round(f * n)].tolist())
+            keep = [i in chosen for i in range(n)]
+        elif kind == "inverted":
+            keep = (torch.rand(n, generator=generator) >= f).tolist()
+        elif kind == "global_rng":
+            keep = (torch.rand(n) < f).tolist()
+        elif kind == "python_random":
+            keep = [random.random() < f for _ in range(n)]
+        elif kind == "own_generator":
+            keep = (torch.rand(n, generator=torch.Generator().manual_seed(0)) < f).tolist()
+        elif kind == "one_coin":
+            keep = [float(torch.rand((), generator=generator)) < f] * n
+        elif kind == "alternate":
+            keep = [i % 2 == 0 for i in range(n)]
+        elif kind == "every_kth":
+            keep = [f > 0 and i % round(1 / f) == 0 for i in range(n)]
+        elif kind == "first_part":
+            keep = [i < f * n for i in range(n)]
+        elif kind == "ignores_fraction":
+            keep = torch.randint(0, 2, (n,), generator=generator).bool().tolist()
+        else:
+            keep = (torch.rand(n, generator=generator) < f).tolist()
+        if kind == "mask":
+            return torch.tensor(keep)
+        out = [a if k else b for a, b, k in zip(full, alt, keep)]
+        if kind == "shuffled":
+            out = [out[i] for i in torch.randperm(n, generator=generator).tolist()]
+        return out
+    return mix_captions
+
+
+MIX_CAPTIONS_WRONG = [
+    ("fraction inverted (keeps the alt-text with p)", mix_variant("inverted"), "fraction_inverted", "inverted"),
+    ("global RNG", mix_variant("global_rng"), "ignores_generator", "generator=generator"),
+    ("Python's random.random", mix_variant("python_random"), "ignores_generator", "generator"),
+    ("a generator of its own", mix_variant("own_generator"), "ignores_generator", "generator"),
+    ("one coin for the whole batch", mix_variant("one_coin"), "one_coin_for_batch", "one coin per caption"),
+    ("deterministic alternation", mix_variant("alternate"), "deterministic_pattern", "pattern"),
+    ("every k-th caption full", mix_variant("every_kth"), "deterministic_pattern", "pattern"),
+    ("the first fraction of the batch full", mix_variant("first_part"), "deterministic_pattern", "pattern"),
+    ("a fair coin whatever the fraction", mix_variant("ignores_fraction"), "fraction_ignored", "synthetic_fraction"),
+    ("captions shuffled", mix_variant("shuffled"), "wrong_position", "full["),
+    ("returned the mask", mix_variant("mask"), "returned_mask", "list of captions"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", MIX_CAPTIONS_WRONG, ids=[w[0] for w in MIX_CAPTIONS_WRONG])
+def test_mix_captions_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("mix_captions", fn, keyword, capsys)
+    assert run_check("mix_captions", fn, capsys).mistake == mistake
+
+
+@pytest.mark.parametrize("kind", ["bernoulli", "loop", "above", "exact_count"])
+def test_mix_captions_accepts_other_correct_forms(kind, capsys):
+    assert run_check("mix_captions", mix_variant(kind), capsys).passed
+
+
+def dpo_objective_variant(sign=1.0, reference=1.0, beta_at="inside", reduce="mean", log="logsigmoid"):
+    """The DPO loss from the four errors as a learner writes it, with one knob turned (the defaults are right)."""
+    def dpo_objective(model_winner, model_loser, reference_winner, reference_loser, beta):
+        delta = sign * ((model_winner - reference * reference_winner) - (model_loser - reference * reference_loser))
+        scale = {"inside": beta, "divide": 1 / beta, "none": 1.0, "half": beta / 2, "outside": 1.0}[beta_at]
+        m = -scale * delta
+        if log == "softplus":
+            per_pair = F.softplus(-m)
+        elif log == "log_sigmoid":
+            per_pair = -torch.log(torch.sigmoid(m))
+        elif log == "log1p":
+            per_pair = torch.log1p(torch.exp(-m))
+        elif log == "no_minus":
+            per_pair = F.logsigmoid(m)
+        elif log == "no_log":
+            per_pair = -torch.sigmoid(m)
+        else:
+            per_pair = -F.logsigmoid(m)
+        if beta_at == "outside":
+            per_pair = beta * per_pair
+        if reduce == "inside":
+            return -F.logsigmoid(m.mean())
+        return {"mean": per_pair.mean(), "sum": per_pair.sum(), "none": per_pair,
+                "pair": (per_pair.mean(), m)}[reduce]
+    return dpo_objective
+
+
+DPO_OBJECTIVE_WRONG = [
+    ("winner and loser swapped", dpo_objective_variant(sign=-1.0), "winner_loser_swapped", "loser"),
+    ("reference term missing", dpo_objective_variant(reference=0.0), "missing_reference", "reference"),
+    ("reference errors added", dpo_objective_variant(reference=-1.0), "reference_added", "subtract"),
+    ("β outside the log-sigmoid", dpo_objective_variant(beta_at="outside"), "beta_outside_logsigmoid", "inside"),
+    ("divided by β", dpo_objective_variant(beta_at="divide"), "beta_divides", "β multiplies"),
+    ("β missing", dpo_objective_variant(beta_at="none"), "missing_beta", "β is missing"),
+    ("−β/2 (diffusers)", dpo_objective_variant(beta_at="half"), "diffusers_half_beta", "diffusers' β_dpo/2 convention"),
+    ("log σ without the minus", dpo_objective_variant(log="no_minus"), "missing_minus", "minus"),
+    ("σ without the log", dpo_objective_variant(log="no_log"), "missing_log", "log"),
+    ("summed over the pairs", dpo_objective_variant(reduce="sum"), "sum_not_mean", "mean"),
+    ("margins averaged inside the log-sigmoid", dpo_objective_variant(reduce="inside"), "mean_inside_logsigmoid",
+     "per pair"),
+    ("one loss per pair", dpo_objective_variant(reduce="none"), "not_averaged", "average"),
+    ("(L, m) returned", dpo_objective_variant(reduce="pair"), "returned_tuple", "only the loss"),
+    ("a plain float", lambda mw, ml, rw, rl, beta: float(dpo_objective_variant()(mw, ml, rw, rl, beta)), None,
+     "torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", DPO_OBJECTIVE_WRONG, ids=[w[0] for w in DPO_OBJECTIVE_WRONG])
+def test_dpo_objective_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("dpo_objective", fn, keyword, capsys)
+    assert run_check("dpo_objective", fn, capsys).mistake == mistake
+
+
+@pytest.mark.parametrize("log", ["softplus", "log_sigmoid", "log1p"])
+def test_dpo_objective_accepts_other_correct_forms(log, capsys):
+    assert run_check("dpo_objective", dpo_objective_variant(log=log), capsys).passed
+
+    def regrouped(model_winner, model_loser, reference_winner, reference_loser, beta):  # (θ_w − θ_l) − (ref_w − ref_l)
+        return F.softplus(beta * ((model_winner - model_loser) - (reference_winner - reference_loser))).mean()
+    assert run_check("dpo_objective", regrouped, capsys).passed
+
+
+def dpo_errors_variant(noise="shared", time="shared", ref="shared", target="velocity", reduce="mean", order="wl",
+                       returned="mw ml rw rl", path="rf", t_draw="uniform", eps_draw="normal", calls="cat",
+                       use_generator=True, eps_first=False):
+    """The four DPO velocity errors as a learner writes them, with one knob turned (the defaults are right)."""
+    def dpo_errors(model, reference, x_w, x_l, generator):
+        g = generator if use_generator else None
+        batch = x_w.shape[0]
+
+        def draw_t():
+            if t_draw == "logit_normal":
+                return torch.sigmoid(torch.randn(batch, generator=g))
+            if t_draw == "one":
+                return torch.rand((), generator=g).expand(batch)
+            return torch.rand(batch, generator=g)
+
+        def draw_eps():
+            return torch.rand(x_w.shape, generator=g) if eps_draw == "uniform" else torch.randn(x_w.shape, generator=g)
+
+        eps = draw_eps() if eps_first else None
+        t = draw_t()
+        eps = draw_eps() if eps is None else eps
+        t_l = draw_t() if time == "fresh" else t
+        eps_l = draw_eps() if noise == "fresh" else eps
+
+        def noised(x, tt, e):
+            tt = tt.reshape(-1, *[1] * (x.ndim - 1))
+            return {"rf": (1 - tt) * x + tt * e, "reversed": tt * x + (1 - tt) * e, "unscaled": (1 - tt) * x + e}[path]
+
+        def errors(net, t_w, e_w, t_l2, e_l2):
+            z_w, z_l = noised(x_w, t_w, e_w), noised(x_l, t_l2, e_l2)
+            if calls == "cat":
+                pairs = [(z_w, z_l, t_w, t_l2)] if order == "wl" else [(z_l, z_w, t_l2, t_w)]
+                a, b, ta, tb = pairs[0]
+                va, vb = net(torch.cat([a, b]), torch.cat([ta, tb])).chunk(2)
+                v_w, v_l = (va, vb) if order == "wl" else (vb, va)
+            elif calls == "two":
+                v_w, v_l = net(z_w, t_w), net(z_l, t_l2)
+            else:  # pair by pair
+                outs = [(net(z_w[i:i + 1], t_w[i:i + 1]), net(z_l[i:i + 1], t_l2[i:i + 1])) for i in range(batch)]
+                v_w, v_l = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+            out = []
+            for v, x, e in ((v_w, x_w, e_w), (v_l, x_l, e_l2)):
+                goal = {"velocity": e - x, "flipped": x - e, "eps": e}[target]
+                d = (v - goal).flatten(1)
+                out.append({"mean": (d**2).mean(1), "sum": (d**2).sum(1), "abs": d.abs().mean(1),
+                            "norm": d.norm(dim=1), "batch": (d**2).mean()}[reduce])
+            return out
+
+        mw, ml = errors(model, t, eps, t_l, eps_l)
+        if ref == "model":
+            rw, rl = errors(model, t, eps, t_l, eps_l)
+        elif ref == "fresh":
+            t_r, eps_r = draw_t(), draw_eps()
+            rw, rl = errors(reference, t_r, eps_r, t_r, eps_r)
+        else:
+            with torch.no_grad():
+                rw, rl = errors(reference, t, eps, t_l, eps_l)
+        named = {"mw": mw, "ml": ml, "rw": rw, "rl": rl}
+        return tuple(named[key] for key in returned.split())
+    return dpo_errors
+
+
+DPO_ERRORS_WRONG = [
+    ("fresh noise for the loser", dpo_errors_variant(noise="fresh"), "fresh_noise_for_loser", "share one ε"),
+    ("a different t for the loser", dpo_errors_variant(time="fresh"), "fresh_time_for_loser", "same t"),
+    ("fresh t and ε for the reference", dpo_errors_variant(ref="fresh"), "reference_not_shared", "same z_t and t"),
+    ("the model as its own reference", dpo_errors_variant(ref="model"), "reference_never_called", "frozen reference"),
+    ("target x − ε", dpo_errors_variant(target="flipped"), "target_sign_flipped", "ε − x"),
+    ("target ε", dpo_errors_variant(target="eps"), "epsilon_target", "v = ε − x"),
+    ("summed over the elements", dpo_errors_variant(reduce="sum"), "sum_over_elements", "mean over the elements"),
+    ("|v̂ − v|", dpo_errors_variant(reduce="abs"), "missing_square", "square"),
+    ("‖v̂ − v‖", dpo_errors_variant(reduce="norm"), "norm_not_squared", "square root"),
+    ("averaged over the batch", dpo_errors_variant(reduce="batch"), "batch_averaged", "(B,)"),
+    ("winner and loser swapped", dpo_errors_variant(returned="ml mw rl rw"), "winner_loser_swapped", "order"),
+    ("model and reference swapped", dpo_errors_variant(returned="rw rl mw ml"), "model_reference_swapped", "order"),
+    ("z_t = t·x + (1 − t)·ε", dpo_errors_variant(path="reversed"), "time_reversed", "t = 0 is data"),
+    ("noise not scaled by t", dpo_errors_variant(path="unscaled"), "noise_not_scaled", "scaled by t"),
+    ("logit-normal t", dpo_errors_variant(t_draw="logit_normal"), "time_not_uniform", "uniform"),
+    ("one t for the batch", dpo_errors_variant(t_draw="one"), "one_time_for_batch", "one t per pair"),
+    ("uniform noise", dpo_errors_variant(eps_draw="uniform"), "noise_not_normal", "N(0, I)"),
+    ("global RNG", dpo_errors_variant(use_generator=False), "ignores_generator", "generator=generator"),
+    ("only the model's two errors", dpo_errors_variant(returned="mw ml"), None, "four errors"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", DPO_ERRORS_WRONG, ids=[w[0] for w in DPO_ERRORS_WRONG])
+def test_dpo_errors_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("dpo_errors", fn, keyword, capsys)
+    assert run_check("dpo_errors", fn, capsys).mistake == mistake
+
+
+@pytest.mark.parametrize("knobs", [dict(calls="two"), dict(calls="loop"), dict(order="lw"), dict(eps_first=True)],
+                         ids=["two calls", "pair by pair", "losers first", "ε drawn before t"])
+def test_dpo_errors_accepts_other_correct_forms(knobs, capsys):
+    assert run_check("dpo_errors", dpo_errors_variant(**knobs), capsys).passed
+
+
+def validation_variant(levels="i/7", noise="once", average="all_but_last", skip_last=False, calls="per_level",
+                       target="velocity", reduce="mean", path="rf"):
+    """SD3's validation loss as a learner writes it, with one knob turned (the defaults are right)."""
+    grids = {"i/7": torch.linspace(0, 1, 8), "i/8": torch.arange(8) / 8, "mid": (torch.arange(8) + 0.5) / 8,
+             "no_zero": torch.linspace(0, 1, 9)[1:], "nine": torch.linspace(0, 1, 9), "index": torch.arange(8.0),
+             "t0_dropped": torch.linspace(0, 1, 8)[1:]}
+
+    def validation_loss(model, x0, generator):
+        batch = x0.shape[0]
+
+        def draw():
+            if noise == "global":
+                return torch.randn_like(x0)
+            if noise == "uniform":
+                return torch.rand(x0.shape, generator=generator)
+            return torch.randn(x0.shape, generator=generator)
+
+        eps = draw()
+        if levels == "random":
+            times = [torch.rand(batch, generator=generator) for _ in range(8)]
+        elif levels == "random_levels":
+            times = [torch.full((batch,), float(u)) for u in torch.rand(8, generator=generator)]
+        else:
+            times = [torch.full((batch,), float(t)) for t in grids[levels]]
+        if skip_last:
+            times = times[:-1]
+        epses = [draw() if noise == "per_level" else eps for _ in times]
+
+        def noised(tt, e):
+            tt = tt.reshape(-1, *[1] * (x0.ndim - 1))
+            return {"rf": (1 - tt) * x0 + tt * e, "reversed": tt * x0 + (1 - tt) * e, "unscaled": (1 - tt) * x0 + e}[path]
+
+        if calls == "cat":
+            v = model(torch.cat([noised(tt, e) for tt, e in zip(times, epses)]), torch.cat(times)).chunk(len(times))
+        else:
+            v = [model(noised(tt, e), tt) for tt, e in zip(times, epses)]
+        losses = []
+        for v_hat, e in zip(v, epses):
+            goal = {"velocity": e - x0, "flipped": x0 - e, "eps": e}[target]
+            d = v_hat - goal
+            losses.append({"mean": (d**2).mean(), "sum": (d**2).flatten(1).sum(1).mean(), "abs": d.abs().mean(),
+                           "batch": (d**2).flatten(1).mean(1).sum()}[reduce])
+        losses = torch.stack(losses)
+        kept = losses if skip_last or levels == "t0_dropped" else losses[:-1]
+        return {"all_but_last": kept.mean(), "all": losses.mean(), "div8": kept.sum() / 8, "sum": kept.sum(),
+                "first_dropped": losses[1:].mean(), "none": losses}[average].item() if average != "none" else losses
+    return validation_loss
+
+
+VALIDATION_LOSS_WRONG = [
+    ("t = 1 included in the mean", validation_variant(average="all"), "t1_included", "leave t = 1 out"),
+    ("levels i/8", validation_variant(levels="i/8"), "levels_over_8", "i/7"),
+    ("levels (i + 0.5)/8", validation_variant(levels="mid"), "midpoint_levels", "i/7"),
+    ("linspace(0, 1, 9) without 0", validation_variant(levels="no_zero"), "levels_exclude_zero", "t = 0"),
+    ("nine levels", validation_variant(levels="nine"), "nine_levels", "eight"),
+    ("t = 0 left out instead of t = 1 (not evaluated)", validation_variant(levels="t0_dropped"), "dropped_t0_not_t1",
+     "instead of t = 1"),
+    ("t = 0 left out of the mean instead of t = 1", validation_variant(average="first_dropped"), "dropped_t0_not_t1",
+     "instead of t = 1"),
+    ("fresh noise per level", validation_variant(noise="per_level"), "fresh_noise_per_level", "once"),
+    ("a random t per sample", validation_variant(levels="random"), "random_time", "fixed"),
+    ("a random t per level", validation_variant(levels="random_levels"), "random_time", "fixed"),
+    ("the level index as t", validation_variant(levels="index"), "level_index_as_time", "i/7"),
+    ("summed over the levels", validation_variant(average="sum"), "sum_not_mean", "mean"),
+    ("seven levels divided by 8", validation_variant(average="div8"), "divided_by_eight", "divided by 7"),
+    ("summed over the elements", validation_variant(reduce="sum"), "sum_over_elements", "mean over every element"),
+    ("summed over the samples", validation_variant(reduce="batch"), "sum_over_samples", "mean over every element"),
+    ("target x0 − ε", validation_variant(target="flipped"), "target_sign_flipped", "ε − x0"),
+    ("target ε", validation_variant(target="eps"), "epsilon_target", "ε − x0"),
+    ("|v̂ − v|", validation_variant(reduce="abs"), "missing_square", "square"),
+    ("z_t = t·x0 + (1 − t)·ε", validation_variant(path="reversed"), "time_reversed", "t = 0 is data"),
+    ("noise not scaled by t", validation_variant(path="unscaled"), "noise_not_scaled", "scaled by t"),
+    ("uniform noise", validation_variant(noise="uniform"), "noise_not_normal", "N(0, I)"),
+    ("global RNG (randn_like)", validation_variant(noise="global"), "ignores_generator", "generator=generator"),
+    ("the per-level losses", validation_variant(average="none"), "per_level_not_averaged", "one number"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", VALIDATION_LOSS_WRONG, ids=[w[0] for w in VALIDATION_LOSS_WRONG])
+def test_validation_loss_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("validation_loss", fn, keyword, capsys)
+    assert run_check("validation_loss", fn, capsys).mistake == mistake
+
+
+@pytest.mark.parametrize("knobs", [dict(skip_last=True), dict(calls="cat"), dict(calls="cat", skip_last=True)],
+                         ids=["t = 1 not evaluated", "one call on all levels", "one call, t = 1 not evaluated"])
+def test_validation_loss_accepts_other_correct_forms(knobs, capsys):
+    assert run_check("validation_loss", validation_variant(**knobs), capsys).passed
+
+
+def test_lesson11_checks_leave_the_global_rng_alone(capsys):
+    state = torch.random.get_rng_state()
+    for name in LESSON_CHECKS["11_data_preferences_scale"]:
+        assert run_check(name, REFERENCES[name], capsys).passed
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_most_lesson11_wrong_answers_are_named():
+    lists = (MIX_CAPTIONS_WRONG, DPO_OBJECTIVE_WRONG, DPO_ERRORS_WRONG, VALIDATION_LOSS_WRONG)
+    assert all(len(wrong) >= 3 for wrong in lists)
+    for wrong in lists:  # no two wrong answers of a check are the same function
+        assert len({id(fn) for _, fn, _, _ in wrong}) == len(wrong)
+    wrong = [w for ws in lists for w in ws]
+    named = [mistake for _, _, mistake, _ in wrong if mistake is not None]
+    assert len(named) >= 0.8 * len(wrong), (len(named), len(wrong))
+
+
 # ----------------------------------------------------------------------------- structured results
 
 def crashes(x0, k, eps, schedule):
@@ -1013,7 +1356,8 @@ def test_only_the_drawing_exercises_take_a_generator():
     import inspect
 
     takes = {name for name, fn in REFERENCES.items() if "generator" in inspect.signature(fn).parameters}
-    assert takes == {"eps_loss", "sample_logit_normal", "encoder_drop_mask"}
+    assert takes == {"eps_loss", "sample_logit_normal", "encoder_drop_mask", "mix_captions", "validation_loss",
+                     "dpo_errors"}
 
 
 # ----------------------------------------------------------------------------- the message names the mistake

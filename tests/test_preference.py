@@ -202,6 +202,28 @@ def test_finetune_changes_the_model_and_never_the_reference(objective):
         assert {"accuracy", "margin", "model_winner", "reference_loser"} <= history[-1].keys()
 
 
+class FakeSource:
+    """Fresh training data for the objective "ordinary": records the batch sizes it was asked for."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def batch(self, step, size, generator):
+        self.sizes.append(size)
+        return torch.randn(size, 2, 4, 4, generator=generator), [CAPTIONS[i % 3] for i in range(size)]
+
+
+def test_ordinary_training_draws_fresh_data_and_every_baseline_backpropagates_twice_the_pairs_per_step():
+    model, source = tiny_model(0), FakeSource()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    history = finetune(model, None, steps=3, lr=1e-3, batch=2, objective="ordinary", source=source,
+                       generator=make_generator(0))
+    assert source.sizes == [4, 4, 4] and len(history) == 3  # 2·batch images: DPO's winners and losers
+    assert any(not torch.equal(start[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="^source: the objective 'ordinary' trains on fresh data"):
+        finetune(model, None, steps=1, objective="ordinary")
+
+
 def test_finetune_makes_its_own_reference_and_is_reproducible():
     runs = []
     for _ in range(2):

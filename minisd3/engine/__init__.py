@@ -8,6 +8,7 @@
     evaluation     samples, prompt adherence with chance, sliced Wasserstein, FID, eval CSVs
     grids          labelled sample grids (prompt and detector verdicts under each image)
     benchmark      training throughput and MFU against diffusers
+    sweep          one preset at several depths (hidden 64·depth): validation loss, FLOPs, path length
 
 The engine imports lesson modules (``minisd3.*``) and never the course tooling (``minisd3.course``).
 """

@@ -29,6 +29,7 @@ they were called, so a check can also say "time runs backwards" or "the model go
     lesson06_dit               patchify, unpatchify, modulate, cfg_combine
     lesson07_mmdit             joint_attention, rms_norm
     lesson10_spelling          char_tokenize, encoder_drop_mask, build_context
+    lesson11_data_preferences_scale   mix_captions, validation_loss, dpo_objective, dpo_errors
 """
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ from .lesson05_embeddings import check_sincos_2d_positions, check_timestep_embed
 from .lesson06_dit import check_cfg_combine, check_modulate, check_patchify, check_unpatchify
 from .lesson07_mmdit import check_joint_attention, check_rms_norm
 from .lesson10_spelling import check_build_context, check_char_tokenize, check_encoder_drop_mask
+from .lesson11_data_preferences_scale import (
+    check_dpo_errors,
+    check_dpo_objective,
+    check_mix_captions,
+    check_validation_loss,
+)
 
 __all__ = [
     "CHECKS",
@@ -68,4 +75,8 @@ __all__ = [
     "check_char_tokenize",
     "check_encoder_drop_mask",
     "check_build_context",
+    "check_mix_captions",
+    "check_validation_loss",
+    "check_dpo_objective",
+    "check_dpo_errors",
 ]

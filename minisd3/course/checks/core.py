@@ -95,6 +95,7 @@ LESSON_CHECKS: dict[str, tuple[str, ...]] = {
     "06_patchify_dit": ("patchify", "unpatchify", "modulate", "cfg_combine"),
     "07_mmdit_qknorm": ("joint_attention", "rms_norm"),
     "10_spelling": ("char_tokenize", "encoder_drop_mask", "build_context"),
+    "11_data_preferences_scale": ("mix_captions", "validation_loss", "dpo_objective", "dpo_errors"),
 }
 """The checks each lesson's practice notebook must pass, in notebook order."""
 

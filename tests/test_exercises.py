@@ -183,6 +183,7 @@ def test_exercises_command_regenerates_and_checks(tmp_path, capsys):
     ("alice_02_ddpm copy.ipynb", "02_ddpm"), ("01-homework.ipynb", "01_flows_2d"), ("notes.ipynb", None),
     ("5", "05_sinusoidal_embeddings"), ("bob_patchify_dit.ipynb", "06_patchify_dit"), ("07", "07_mmdit_qknorm"),
     ("09", None), ("10", "10_spelling"), ("carol_spelling.ipynb", "10_spelling"),
+    ("11", "11_data_preferences_scale"), ("dave_data_preferences_scale.ipynb", "11_data_preferences_scale"),
 ])
 def test_resolve_lesson(name, lesson):
     assert resolve_lesson(name) == lesson

@@ -47,7 +47,7 @@ from minisd3.engine.checkpoints import load_run
 from minisd3.engine.evaluation import evaluate, json_safe
 from minisd3.engine.sources import make_source
 from minisd3.files import write_text_atomic
-from minisd3.preference import finetune, preference_pairs
+from minisd3.preference import PreferencePairs, finetune, preference_pairs
 from minisd3.seeding import make_generator
 
 
@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=256, help="held-out prompts (and as many training ones)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON file for every number")
+    parser.add_argument("--pairs", help="a safetensors file of preference pairs: read if it exists (the same "
+                                        "--start, --prompts, --k and --seed), else built and written there")
     args = parser.parse_args()
 
     start_model, config, folder = load_run(args.start, "ema", "cpu", name="--start")
@@ -99,10 +101,16 @@ def main() -> None:
             write_text_atomic(args.out, json.dumps(json_safe(run), indent=1, allow_nan=False))
 
     clock = time.process_time()
-    prompts = source.split.train_captions(args.prompts, make_generator(args.seed + 100), source.image_size)
-    pairs = preference_pairs(start_model, prompts, args.k, to_images=source.to_images, steps=config.sample_steps,
-                             cfg=config.sample_cfg, shift=config.shift, generator=make_generator(args.seed + 101),
-                             progress=True)
+    if args.pairs and Path(args.pairs).is_file():
+        pairs = PreferencePairs.load(args.pairs)
+        print(f"read {len(pairs)} pairs from {args.pairs}")
+    else:
+        prompts = source.split.train_captions(args.prompts, make_generator(args.seed + 100), source.image_size)
+        pairs = preference_pairs(start_model, prompts, args.k, to_images=source.to_images, steps=config.sample_steps,
+                                 cfg=config.sample_cfg, shift=config.shift, generator=make_generator(args.seed + 101),
+                                 progress=True)
+        if args.pairs:
+            pairs.save(args.pairs)
     run["pairs"] = {"prompts": args.prompts, "kept": len(pairs), "cpu_s": time.process_time() - clock,
                     "mean_score": pairs.scores.mean().item(),
                     "winner_score": pairs.winner_scores.mean().item() if len(pairs) else None,

@@ -41,9 +41,11 @@ training data (more of the model's ordinary training).
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +53,7 @@ from torch import nn
 
 from .adherence import score_prompt
 from .env import progress_bar
+from .files import atomic_file
 from .rectified_flow import interpolate, velocity_target
 from .seeding import randn
 from .text_to_image import TextToImage
@@ -207,6 +210,27 @@ class PreferencePairs:
 
     def __len__(self) -> int:
         return len(self.captions)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the pairs to one safetensors file (captions in its metadata), atomically; returns the path."""
+        from safetensors.torch import save_file
+
+        tensors = {f.name: getattr(self, f.name).contiguous() for f in fields(self) if f.name != "captions"}
+        with atomic_file(Path(path)) as tmp:
+            save_file(tensors, tmp, metadata={"captions": json.dumps(self.captions)})
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PreferencePairs":
+        """Pairs written by :meth:`save`. Raises FileNotFoundError naming ``path`` when there is none."""
+        from safetensors import safe_open
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"path: no preference pairs at {path}")
+        with safe_open(str(path), "pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            captions = json.loads(handle.metadata()["captions"])
+        return cls(captions=captions, **tensors)
 
 
 @torch.no_grad()

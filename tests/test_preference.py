@@ -202,6 +202,16 @@ def test_finetune_changes_the_model_and_never_the_reference(objective):
         assert {"accuracy", "margin", "model_winner", "reference_loser"} <= history[-1].keys()
 
 
+def test_pairs_are_saved_and_read_back_exactly(tmp_path):
+    pairs = hand_pairs()
+    back = PreferencePairs.load(pairs.save(tmp_path / "pairs.safetensors"))
+    assert back.captions == pairs.captions
+    assert all(torch.equal(getattr(back, name), getattr(pairs, name))
+               for name in ("winners", "losers", "winner_scores", "loser_scores", "scores", "kept"))
+    with pytest.raises(FileNotFoundError, match="^path: no preference pairs at"):
+        PreferencePairs.load(tmp_path / "missing.safetensors")
+
+
 class FakeSource:
     """Fresh training data for the objective "ordinary": records the batch sizes it was asked for."""
 

@@ -62,6 +62,21 @@ def test_grid_height_grows_by_one_row_of_cells_per_row_of_images():
     assert labelled_grid(images[:3], captions[:3], columns=4).width == 3 * (144 + GUTTER) + GUTTER  # fewer columns
 
 
+def test_a_larger_font_keeps_the_cells_and_makes_the_text_taller():
+    # a grid shown shrunk in a figure panel (lesson 07's explorer) gets larger text, same images
+    images, captions = scenes(4)
+    small, large = (np.asarray(labelled_grid(images, captions, columns=4, verdicts=True, font_size=size))
+                    for size in (12, 16))
+    assert small.shape[1] == large.shape[1] and large.shape[0] > small.shape[0]
+    assert find(large, upscaled(images[0], 6)) == (GUTTER, GUTTER)
+
+    def ink_rows(grid):  # rows of dark text in the first cell's panel, under its image
+        panel = grid[GUTTER + 144:, GUTTER:GUTTER + 144]
+        return int(((panel < 100).all(axis=2)).any(axis=1).sum())
+
+    assert ink_rows(large) > ink_rows(small)
+
+
 def test_held_out_and_training_images_go_to_their_own_sections():
     images, captions = scenes(5)
     flags = [True, False, True, False, False]
@@ -114,6 +129,8 @@ def test_bad_input_is_named():
         labelled_grid(images, captions, held_out=[True])
     with pytest.raises(ValueError, match=r"min_side: expected an int ≥ 96"):
         labelled_grid(images, captions, min_side=64)
+    with pytest.raises(ValueError, match=r"font_size: expected an int from 10 to 32 pixels, got 6"):
+        labelled_grid(images, captions, font_size=6)
     with pytest.raises(ValueError, match=r"images: expected \(N ≥ 1, 1 or 3, H, W\)"):
         labelled_grid(images[:, :2], captions)
     with pytest.raises(ValueError, match="unknown word 'purple'"):

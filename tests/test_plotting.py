@@ -77,6 +77,27 @@ def test_explorer_without_widgets_draws_one_composed_figure(monkeypatch):
     plt.close(fig)
 
 
+def test_explorer_panels_may_be_tall_and_fill_their_space(monkeypatch):
+    """``panel_size=(w, h)`` gives each static panel that size; a picture panel then fills most of it."""
+    import numpy as np
+
+    monkeypatch.setenv("MINISD3_STATIC", "1")
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(plt.gcf()))
+
+    def render(ax, w):
+        ax.imshow(np.zeros((60, 50, 3)))
+        ax.set_axis_off()
+        ax.set_title(f"w = {w}")
+
+    explorer(render, controls={"w": [1, 3]}, static={"w": [1, 3]}, panel_size=(5.0, 6.0), title="tall")
+    fig = shown[0]
+    assert tuple(fig.get_size_inches()) == pytest.approx((5.0, 2 * 6.0 + 0.6))
+    image = fig.axes[0].get_images()[0].get_window_extent()
+    assert image.width > 0.9 * 5.0 * fig.dpi
+    plt.close(fig)
+
+
 def test_a_picture_is_shown_pixel_for_pixel_under_its_wrapped_title():
     import io
 

@@ -161,7 +161,7 @@ def widgets_available() -> bool:
 
 
 def explorer(render: Callable[..., None], controls: dict[str, Sequence], static: dict[str, Sequence] | None = None,
-             title: str = "", panel_size: float = 4.2):
+             title: str = "", panel_size: float | tuple[float, float] = 4.2):
     """Explore ``render(ax, **values)`` with one slider per entry of ``controls``.
 
     ``render`` draws one view into the given ``Axes`` (with its own panel title). In a live
@@ -169,13 +169,17 @@ def explorer(render: Callable[..., None], controls: dict[str, Sequence], static:
     (plain Python, nbval, ``MINISD3_STATIC=1``) it draws every combination of ``static``
     (default: the first value of each control) as the panels of **one** composed figure, a grid
     with one row per value of the first ``static`` entry, under the suptitle ``title``.
-    Either way it shows its output itself (so a notebook cell shows it once) and returns None.
+    ``panel_size`` is one panel's side in inches, or its (width, height) for a panel that is not
+    square (a tall picture). Either way the panel fills its space (constrained layout), so the live
+    panel is drawn at the size of a static one. It shows its output itself (so a notebook cell shows
+    it once) and returns None.
     """
+    panel_w, panel_h = (panel_size, panel_size) if np.isscalar(panel_size) else panel_size
     if widgets_available():
         import ipywidgets as widgets
 
         def draw(**values):
-            fig, ax = plt.subplots(figsize=(panel_size, panel_size))
+            fig, ax = plt.subplots(figsize=(panel_w, panel_h), layout="constrained")
             render(ax, **values)
             plt.show()
 
@@ -189,7 +193,7 @@ def explorer(render: Callable[..., None], controls: dict[str, Sequence], static:
     combos = list(itertools.product(*(static[name] for name in names)))
     rows = len(static[names[0]])
     cols = len(combos) // rows
-    fig, axes = plt.subplots(rows, cols, figsize=(panel_size * cols, panel_size * rows + 0.6), layout="constrained",
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_w * cols, panel_h * rows + 0.6), layout="constrained",
                              squeeze=False)
     for ax, combo in zip(axes.ravel(), combos):
         render(ax, **dict(zip(names, combo)))

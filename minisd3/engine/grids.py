@@ -45,8 +45,7 @@ VERDICT_LEGEND = ("✔ the detector finds this attribute of the prompt in the im
 """The line under a grid with verdicts."""
 GUTTER = 6  # grey pixels between cells and around the grid
 PAD = 4  # pixels between the edge of a text panel and its text
-FONT_SIZE = 12  # pixels
-LINE_HEIGHT = FONT_SIZE + 3
+FONT_SIZE = 12  # pixels, the default of ``font_size``; a line of text is ``font_size + 3`` pixels high
 GUTTER_RGB = (128, 128, 128)
 PANEL_RGB = (255, 255, 255)
 TEXT_RGB = (20, 20, 20)
@@ -74,13 +73,13 @@ def _wrap(words: Sequence[str], font: ImageFont.FreeTypeFont, width: int) -> lis
 
 
 def _write_panel(draw: ImageDraw.ImageDraw, corner: tuple[int, int], prompt_lines: list[list[str]],
-                 verdict_lines: list[list[str]], font: ImageFont.FreeTypeFont) -> None:
+                 verdict_lines: list[list[str]], font: ImageFont.FreeTypeFont, line_height: int) -> None:
     """The prompt's lines, then the verdict's, each token green (✔) or red (✘), from ``corner`` down; a
     token without a mark takes the colour of the next marked one in its line ("read: cab ✔")."""
     x, y = corner
     for line in prompt_lines:
         draw.text((x, y), " ".join(line), font=font, fill=TEXT_RGB)
-        y += LINE_HEIGHT
+        y += line_height
     for line in verdict_lines:
         colours, colour = [], TEXT_RGB
         for token in reversed(line):
@@ -91,13 +90,14 @@ def _write_panel(draw: ImageDraw.ImageDraw, corner: tuple[int, int], prompt_line
         for token, fill in zip(line, reversed(colours)):
             draw.text((token_x, y), token, font=font, fill=fill)
             token_x += font.getlength(token + " ")
-        y += LINE_HEIGHT
+        y += line_height
 
 
 def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequence[bool] | None = None,
                   verdicts: bool = False, title: str | None = None, columns: int = 8,
                   min_side: int = 128, notes: Sequence[str] | None = None,
-                  headers: tuple[str, str] = (HELD_OUT_HEADER, TRAIN_HEADER)) -> Image.Image:
+                  headers: tuple[str, str] = (HELD_OUT_HEADER, TRAIN_HEADER),
+                  font_size: int = FONT_SIZE) -> Image.Image:
     """The grid of the module docstring as an RGB PIL image.
 
     ``images``: (N, C, H, W) in [−1, 1], C = 1 (grey) or 3; ``prompts``: N caption strings;
@@ -107,7 +107,8 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
     ``title``: a line above everything; ``columns``: cells per row (fewer when a section has
     fewer images); ``min_side``: the least width of an upscaled image in pixels, at least 96;
     ``notes``: N lines written under the prompts instead of verdicts (e.g. what a reader reads);
-    ``headers``: the (held-out, training) section headers used with ``held_out``.
+    ``headers``: the (held-out, training) section headers used with ``held_out``; ``font_size``: the
+    text's height in pixels, 10 to 32 (larger for a grid shown shrunk, e.g. in a panel of a figure).
     Raises a ValueError naming the argument for wrong shapes, lengths or values.
     """
     check_tensor(images, "images", ndim=4)
@@ -125,10 +126,13 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
     check_positive_int(columns, "columns")
     if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 96:
         raise ValueError(f"min_side: expected an int ≥ 96 pixels, got {min_side!r}")
+    if isinstance(font_size, bool) or not isinstance(font_size, int) or not 10 <= font_size <= 32:
+        raise ValueError(f"font_size: expected an int from 10 to 32 pixels, got {font_size!r}")
+    line_height = font_size + 3
 
     scale = math.ceil(min_side / min(images.shape[-2:]))
     cell_h, cell_w = images.shape[-2] * scale, images.shape[-1] * scale
-    font, bold = _font(FONT_SIZE), _font(FONT_SIZE, bold=True)
+    font, bold = _font(font_size), _font(font_size, bold=True)
     prompt_lines = [_wrap(p.split(), font, cell_w - 2 * PAD) for p in prompts]
     verdict_lines: list[list[list[str]]] = [_wrap(note.split(), font, cell_w - 2 * PAD) for note in notes] if notes \
         else [[] for _ in range(n)]
@@ -137,7 +141,7 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
             scores = score_prompt(image, prompt)
             tokens = [VERDICT_LABELS[a] + (YES_MARK if scores[a] else NO_MARK) for a in ATTRIBUTES if a in scores]
             verdict_lines[i] = _wrap(tokens, font, cell_w - 2 * PAD)
-    panel_h = 2 * PAD + LINE_HEIGHT * (max(map(len, prompt_lines)) + max(map(len, verdict_lines)))
+    panel_h = 2 * PAD + line_height * (max(map(len, prompt_lines)) + max(map(len, verdict_lines)))
     if held_out is None:
         sections = [(None, list(range(n)))]
     else:
@@ -154,7 +158,7 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
     header_lines = [text_lines(header) for header, _ in sections]
     footer_lines = text_lines(VERDICT_LEGEND if verdicts else None)
     rows = sum(math.ceil(len(members) / per_row) for _, members in sections)
-    height = GUTTER + sum(len(lines) * LINE_HEIGHT + GUTTER for lines in [title_lines, *header_lines, footer_lines]
+    height = GUTTER + sum(len(lines) * line_height + GUTTER for lines in [title_lines, *header_lines, footer_lines]
                           if lines) + rows * (cell_h + panel_h + GUTTER)
 
     canvas = Image.new("RGB", (width, height), GUTTER_RGB)
@@ -163,7 +167,7 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
     def write(lines: list[str], y: int) -> int:
         for line in lines:
             draw.text((GUTTER, y), line, font=bold, fill=PANEL_RGB)
-            y += LINE_HEIGHT
+            y += line_height
         return y + GUTTER if lines else y
 
     pixels = to_uint8(images).permute(0, 2, 3, 1).numpy()
@@ -175,7 +179,8 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
                 x = GUTTER + column * (cell_w + GUTTER)
                 canvas.paste(Image.fromarray(pixels[i]).resize((cell_w, cell_h), Image.NEAREST), (x, y))
                 draw.rectangle((x, y + cell_h, x + cell_w - 1, y + cell_h + panel_h - 1), fill=PANEL_RGB)
-                _write_panel(draw, (x + PAD, y + cell_h + PAD), prompt_lines[i], verdict_lines[i], font)
+                _write_panel(draw, (x + PAD, y + cell_h + PAD), prompt_lines[i], verdict_lines[i], font,
+                             line_height)
             y += cell_h + panel_h + GUTTER
     write(footer_lines, y)
     return canvas
@@ -184,7 +189,7 @@ def labelled_grid(images: torch.Tensor, prompts: Sequence[str], held_out: Sequen
 def save_labelled_grid(path: str | Path, images: torch.Tensor, prompts: Sequence[str],
                        held_out: Sequence[bool] | None = None, verdicts: bool = False, title: str | None = None,
                        columns: int = 8, min_side: int = 128, notes: Sequence[str] | None = None,
-                       headers: tuple[str, str] = (HELD_OUT_HEADER, TRAIN_HEADER)) -> Path:
+                       headers: tuple[str, str] = (HELD_OUT_HEADER, TRAIN_HEADER), font_size: int = FONT_SIZE) -> Path:
     """Write :func:`labelled_grid` (same arguments) to ``path``, atomically; returns the path.
 
     The format follows the file name's suffix (.png, the default of the training run, or any other
@@ -194,7 +199,7 @@ def save_labelled_grid(path: str | Path, images: torch.Tensor, prompts: Sequence
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None or image_format not in Image.SAVE:
         raise ValueError(f"path: expected an image file name such as grid.png, got {str(path)!r}")
-    grid = labelled_grid(images, prompts, held_out, verdicts, title, columns, min_side, notes, headers)
+    grid = labelled_grid(images, prompts, held_out, verdicts, title, columns, min_side, notes, headers, font_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         grid.save(tmp, format=image_format)

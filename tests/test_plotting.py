@@ -98,6 +98,23 @@ def test_explorer_panels_may_be_tall_and_fill_their_space(monkeypatch):
     plt.close(fig)
 
 
+def test_digit_frames_take_the_border_colour_and_black_stays_the_default():
+    from matplotlib.colors import to_rgba
+
+    from minisd3.course.plotting import plot_digits
+
+    images = torch.linspace(-1, 1, 2 * 64).reshape(2, 1, 8, 8)
+    for border, expected in ((None, to_rgba("black")), ("0.55", to_rgba("0.55"))):
+        fig, ax = plt.subplots()
+        plot_digits(ax, images, "two digits", nrow=2, **({} if border is None else {"border": border}))
+        image = ax.get_images()[0]
+        canvas = image.get_array()
+        assert canvas.shape == (10, 19) and canvas.mask[0].all() and canvas.mask[:, 9].all()  # the frames
+        assert tuple(image.to_rgba(canvas)[0, 0]) == pytest.approx(expected, abs=1 / 255)
+        assert not canvas.mask[1:9, 1:9].any()
+        plt.close(fig)
+
+
 def test_a_picture_is_shown_pixel_for_pixel_under_its_wrapped_title():
     import io
 

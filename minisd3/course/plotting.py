@@ -60,16 +60,18 @@ def plot_trajectories(ax, trajectory: Trajectory | torch.Tensor, title: str, n: 
     return ax
 
 
-def plot_digits(ax, images: torch.Tensor, title: str, nrow: int = 8):
-    """Tile (N, 1, H, W) images in [−1, 1] into one grey picture with ``nrow`` per row."""
+def plot_digits(ax, images: torch.Tensor, title: str, nrow: int = 8, border="black"):
+    """Tile (N, 1, H, W) images in [−1, 1] into one grey picture with ``nrow`` per row (ink dark on
+    white), each framed by one-pixel lines of colour ``border`` (black, the colour of the ink, by
+    default; a mid grey such as ``"0.55"`` keeps the frames visible against ink and paper alike)."""
     imgs = _np(to_unit_range(images[:, 0]))
     n, h, w = imgs.shape
     rows = int(np.ceil(n / nrow))
-    canvas = np.ones((rows * (h + 1) + 1, nrow * (w + 1) + 1))
+    canvas = np.full((rows * (h + 1) + 1, nrow * (w + 1) + 1), np.nan)  # NaN: the frames
     for i, img in enumerate(imgs):
         r, c = divmod(i, nrow)
         canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = img
-    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(canvas, cmap=plt.get_cmap("gray_r").with_extremes(bad=border), vmin=0, vmax=1, interpolation="nearest")
     ax.set(title=title, xticks=[], yticks=[])
     return ax
 

@@ -2,7 +2,8 @@
 
 From a starting checkpoint (``--start``, default the stored course model), the model samples
 ``--k`` images for each of ``--prompts`` training prompts (prompts of training colour–shape pairs,
-``source.split.train_captions``); the detector counts the attributes it reads right in each, and
+``source.split.train_captions``; ``--prompt-pairs held-out`` takes prompts of the held-out pairs
+instead, whose images the model never saw); the detector counts the attributes it reads right in each, and
 the best and worst sample of a prompt form a preference pair (prompts whose samples all tie are
 dropped; :func:`minisd3.preference.preference_pairs`). Then, from the same start each time:
 
@@ -49,6 +50,7 @@ from minisd3.engine.sources import make_source
 from minisd3.files import write_text_atomic
 from minisd3.preference import PreferencePairs, finetune, preference_pairs
 from minisd3.seeding import make_generator
+from minisd3.timesteps import make_time_sampler
 
 
 def score(model, source, config, samples: int, seed: int) -> tuple[dict, float]:
@@ -85,6 +87,12 @@ def main() -> None:
     parser.add_argument("--no-winners", action="store_true", help="skip the winners-only baseline")
     parser.add_argument("--no-ordinary", action="store_true", help="skip the more-ordinary-training baseline")
     parser.add_argument("--eval-samples", type=int, default=256, help="held-out prompts (and as many training ones)")
+    parser.add_argument("--prompt-pairs", choices=["train", "held-out"], default="train",
+                        help="colour–shape pairs of the tuning prompts: the training pairs (default, as SD3 tunes on "
+                             "its own prompts) or the held-out pairs, whose images the model never saw (the judge "
+                             "then teaches what no data showed; held-out adherence is no longer a test of transfer)")
+    parser.add_argument("--time-sampler", help="t distribution of the fine-tuning losses (minisd3.timesteps names: "
+                                               "uniform, lognorm(m,s), mode(s), cosmap); default: the run's own")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON file for every number")
     parser.add_argument("--pairs", help="a safetensors file of preference pairs: read if it exists (the same "
@@ -93,6 +101,11 @@ def main() -> None:
 
     start_model, config, folder = load_run(args.start, "ema", "cpu", name="--start")
     source = make_source(config)
+    time_sampler = args.time_sampler or config.time_sampler
+    try:
+        make_time_sampler(time_sampler)
+    except ValueError as err:
+        raise SystemExit(f"--time-sampler: {str(err).removeprefix('name: ')}") from None
     run = {"start": str(folder), "threads": torch.get_num_threads(),
            "settings": {k: v for k, v in vars(args).items() if k != "out"}, "variants": []}
 
@@ -105,7 +118,8 @@ def main() -> None:
         pairs = PreferencePairs.load(args.pairs)
         print(f"read {len(pairs)} pairs from {args.pairs}")
     else:
-        prompts = source.split.train_captions(args.prompts, make_generator(args.seed + 100), source.image_size)
+        captions_of = source.split.train_captions if args.prompt_pairs == "train" else source.split.held_out_captions
+        prompts = captions_of(args.prompts, make_generator(args.seed + 100), source.image_size)
         pairs = preference_pairs(start_model, prompts, args.k, to_images=source.to_images, steps=config.sample_steps,
                                  cfg=config.sample_cfg, shift=config.shift, generator=make_generator(args.seed + 101),
                                  progress=True)
@@ -132,7 +146,7 @@ def main() -> None:
         clock = time.process_time()
         history = finetune(model, pairs, args.steps, lr=args.lr, batch=args.batch, objective=objective,
                            beta=beta if beta is not None else 1.0, generator=make_generator(args.seed + 102),
-                           time_sampler=config.time_sampler, shift=config.shift, progress=True, source=source,
+                           time_sampler=time_sampler, shift=config.shift, progress=True, source=source,
                            p_uncond=config.p_uncond)
         cpu = time.process_time() - clock
         result, eval_cpu = score(model, source, config, args.eval_samples, args.seed)

@@ -6,8 +6,9 @@ Course (:mod:`minisd3.course`):
 
     execute NOTEBOOK... [--fast]        run lessons top to bottom and save them with their outputs
     exercises [--check]                 regenerate exercises/ from solutions/ (--check: list stale files, exit 1)
-    grade NOTEBOOK [--lesson NN] [--json]
-                                        run a practice notebook and score its checks (exit 2 if it cannot run)
+    grade NOTEBOOK|FOLDER|GLOB... [--out grades.csv] [--json] [--timeout S] [--notebook-timeout S]
+                                        grade learners' copies, each in its own kernel: one row per notebook
+                                        and a summary per check (exit 0 graded, 1 some could not run, 2 bad input)
 
 Training engine (:mod:`minisd3.engine`):
 
@@ -431,18 +432,54 @@ def _exercises(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    """argparse type of a time limit: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _grade(args: argparse.Namespace) -> int:
-    from .course.grading import GradingError, grade_notebook
+    """Exit 0 when every notebook was graded (whatever its score), 1 when some could not be graded,
+    2 when nothing could be graded (bad arguments, nothing matched)."""
+    from .course.gradebook import find_notebooks, grade_class
+    from .files import write_text_atomic
+
+    def progress(entry) -> None:
+        if len(paths) > 1:
+            done = (f"{entry.report.score:g}/{entry.report.max_score:g} points in {entry.report.seconds:.0f} s"
+                    if entry.report else f"could not run: {entry.error}")
+            print(f"{entry.student}: {done} ({entry.path})", file=sys.stderr if args.json else sys.stdout, flush=True)
 
     try:
-        report = grade_notebook(args.notebook, lesson=args.lesson, timeout=args.timeout)
-    except GradingError as err:
-        if args.json:
-            print(json.dumps({"notebook": args.notebook, "error": str(err)}, ensure_ascii=False))
+        out = Path(args.out) if args.out is not None else None
+        if out is not None and (out.suffix.lower() != ".csv" or out.is_dir()):
+            raise ValueError(f"--out: expected a .csv file for the grades, got {args.out!r}")
+        executed = out.with_name(f"{out.stem}_executed") if out is not None else None
+        paths = find_notebooks(args.notebooks, skip=executed)
+        book = grade_class(paths, lesson=args.lesson, solutions=args.solutions, cell_timeout=args.timeout,
+                           notebook_timeout=args.notebook_timeout, executed_dir=executed, on_graded=progress)
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) if args.json else report.text())
-    return 0
+    if out is not None:
+        write_text_atomic(out, book.csv_text())
+    if args.json:
+        print(json.dumps(book.to_dict(), ensure_ascii=False, indent=1))
+    elif len(book.entries) == 1 and book.entries[0].report is not None:
+        print(book.entries[0].report.text())
+    else:
+        print(book.text())
+    for entry in book.entries:
+        if entry.report is None:
+            print(f"error: {entry.error}", file=sys.stderr)
+    if out is not None:
+        print(f"wrote {out} and the executed notebooks in {executed}/", file=sys.stderr)
+    return 0 if all(entry.report is not None for entry in book.entries) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -462,11 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
     exercises.add_argument("--solutions", default="solutions", help="folder of solution notebooks (default: solutions)")
     exercises.add_argument("--exercises", default="exercises", help="folder of exercise notebooks (default: exercises)")
     exercises.set_defaults(handler=_exercises)
-    grade = sub.add_parser("grade", help="run a practice notebook (fast mode, errors allowed) and score its checks")
-    grade.add_argument("notebook", help="an exercises/NN_*.ipynb notebook or a learner's copy of one")
-    grade.add_argument("--lesson", help="the lesson (e.g. 03 or 03_rectified_flow) when the file does not say")
-    grade.add_argument("--json", action="store_true", help="print the report as JSON")
-    grade.add_argument("--timeout", type=int, default=300, help="seconds allowed per cell")
+    grade = sub.add_parser("grade", help="grade practice notebooks: restore their check cells, run each in its own "
+                                          "kernel (fast mode), score each check from its own result")
+    grade.add_argument("notebooks", nargs="+", metavar="NOTEBOOK_FOLDER_OR_GLOB",
+                       help="learners' copies: notebooks, folders (every .ipynb under them) or glob patterns")
+    grade.add_argument("--out", help="write one CSV row per notebook here (FILE.csv); the executed notebooks go to "
+                                     "FILE_executed/ beside it")
+    grade.add_argument("--json", action="store_true", help="print every notebook's report and the summary as JSON")
+    grade.add_argument("--lesson", help="the lesson (e.g. 03 or 03_rectified_flow) when the files do not say")
+    grade.add_argument("--solutions", default="solutions", help="folder of solution notebooks, the source of the "
+                                                                "check cells and their points (default: solutions)")
+    grade.add_argument("--timeout", type=_seconds, default=120,
+                       help="seconds a cell may run before it is interrupted and scores zero (default: 120)")
+    grade.add_argument("--notebook-timeout", type=_seconds, default=600,
+                       help="seconds a whole notebook may run; the cells left score zero (default: 600)")
     grade.set_defaults(handler=_grade)
     add_engine_commands(sub)
     return parser

@@ -21,7 +21,6 @@ from minisd3.course.checks import (
     CHECKS,
     LESSON_CHECKS,
     CheckResult,
-    core,
     lesson01_flows,
     lesson02_ddpm,
     lesson05_embeddings,
@@ -29,6 +28,7 @@ from minisd3.course.checks import (
     lesson10_spelling,
     lesson11_data_preferences_scale,
 )
+from minisd3.course.results import parse_results, take_results
 from minisd3.validation import expand_time
 
 REFERENCES = {
@@ -1127,26 +1127,12 @@ def test_result_fields_round_trip_through_json():
             CheckResult.from_dict(bad)
 
 
-def test_outside_a_kernel_the_line_is_printed(capsys):
-    assert not core._in_kernel()
-    result = CHECKS["velocity_target"](rectified_flow.velocity_target)
-    assert capsys.readouterr().out == result.line + "\n"
-
-
-def test_in_a_kernel_one_output_carries_the_line_and_the_json(monkeypatch, capsys):
-    import IPython.display
-
-    shown = []
-    monkeypatch.setattr(core, "_in_kernel", lambda: True)
-    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kwargs: shown.append((objs, kwargs)))
+def test_a_check_prints_its_line_and_logs_its_result_for_the_grader(capsys):
+    take_results()
     result = CHECKS["velocity_target"](lambda x0, eps: x0 - eps)
-    assert capsys.readouterr().out == ""
-    assert len(shown) == 1
-    (bundle,), kwargs = shown[0]
-    assert kwargs == {"raw": True}
-    assert bundle == {"text/plain": result.line, core.RESULT_MIME: result.to_dict()}
-    assert bundle[core.RESULT_MIME]["mistake"] == "sign_flipped" and not bundle[core.RESULT_MIME]["passed"]
-
+    assert capsys.readouterr().out == result.line + "\n"
+    assert result.mistake == "sign_flipped" and not result.passed
+    assert parse_results(take_results()) == [result]
 
 
 # ----------------------------------------------------------------------------- the solutions pass

@@ -14,7 +14,8 @@ nbgrader's markers, and the block's first line is a comment saying what to imple
 
 Exercises are written without outputs, execution counts or run metadata, so the same solutions
 always give the same bytes, and ``python -m minisd3 exercises --check`` can tell when exercises/
-is stale. Grading a learner's copy is :mod:`minisd3.course.grading`.
+is stale. Check cells keep their metadata (the check and its points, :mod:`minisd3.course.check_cells`)
+and are locked against editing. Grading a learner's copy is :mod:`minisd3.course.grading`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import nbformat
 
+from .check_cells import check_cell_metadata, check_cells
 from .checks.core import error_summary
 
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
@@ -82,7 +84,12 @@ def _check_syntax(source: str, where: str) -> None:
 
 def exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbformat.NotebookNode:
     """The exercise version of a solution notebook: solution blocks stubbed, outputs, execution counts
-    and run metadata dropped, cell ids numbered, notebook metadata fixed."""
+    and run metadata dropped, cell ids numbered, notebook metadata fixed, check cells keeping their
+    check and points and locked (:func:`~minisd3.course.check_cells.check_cell_metadata`).
+
+    Raises ValueError naming the cell when a solution block or a check cell's metadata is malformed.
+    """
+    checks = {check.name: check for check in check_cells(solution, f"solutions/{lesson}.ipynb")}
     nb = nbformat.v4.new_notebook()
     nb.metadata = {
         "kernelspec": dict(KERNELSPEC),
@@ -102,6 +109,9 @@ def exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbformat.
         new.id = f"cell-{index}"
         if cell.metadata.get("tags"):
             new.metadata["tags"] = list(cell.metadata["tags"])
+        meta = cell.metadata.get("minisd3")
+        if isinstance(meta, dict) and meta.get("check") in checks:
+            new.metadata.update(check_cell_metadata(checks[meta["check"]]))
         nb.cells.append(new)
     nbformat.validate(nb)
     return nb

@@ -1,15 +1,13 @@
 """Checks for the practice notebooks: each compares a learner's function with the package's
 reference on seeded inputs and, when they differ, names the mistake.
 
-A check shows one line and returns a :class:`CheckResult` (``name``, ``passed``, ``mistake``, ``message``)::
+A check prints one line and returns a :class:`CheckResult` (``name``, ``passed``, ``mistake``, ``message``)::
 
     [check] q_sample: PASS
     [check] q_sample: FAIL — missing square roots: x_k = √ᾱ_k·x0 + √(1 − ᾱ_k)·ε …
 
-Inside a notebook's kernel the line is the ``text/plain`` view of one display output that also
-carries the result's fields as JSON (MIME type ``application/vnd.minisd3.check+json``,
-:data:`~minisd3.course.checks.core.RESULT_MIME`); the grader reads only that JSON, never the text.
-Outside IPython the line is printed.
+and logs the result where the grader collects it from the kernel (:mod:`minisd3.course.results`);
+the grader never reads the printed line.
 
 To name a mistake, a check computes the usual wrong variants on the same inputs (sign flipped,
 t and 1 − t swapped, a square root dropped, …) and reports the one the learner's output matches;
@@ -18,9 +16,10 @@ Models and velocity fields handed to the learner's function are known functions 
 they were called, so a check can also say "time runs backwards" or "the model got k, not t".
 ``NotImplementedError`` from an unfinished stub is not caught: the notebook shows where to start.
 
-:data:`LESSON_CHECKS` lists the checks each practice notebook must pass; the grader reads it.
+:data:`LESSON_CHECKS` lists the checks each practice notebook must pass, in notebook order (the
+solution notebooks' check cells carry the same names, with their points, in their metadata).
 
-    core                       the result type, the registry and the shared comparison machinery
+    core                       the registry and the shared comparison machinery
     lesson01_flows             heun, gaussian_velocity
     lesson02_ddpm              q_sample, eps_loss, ancestral_step
     lesson03_rectified_flow    interpolate, velocity_target, euler_sample, straightness

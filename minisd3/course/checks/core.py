@@ -1,77 +1,21 @@
-"""What every check shares: the result type and how it is shown, :class:`Mistake`, the registry
+"""What every check shares: :class:`Mistake`, the registry
 (:data:`CHECKS`, :data:`LESSON_CHECKS` and the :func:`_check` decorator) and the machinery the
 lessons' checks are written with: calling the learner's function (:func:`_call`), comparing its
 output with the reference and the catalogued wrong variants (:func:`_compare`, :func:`_close`,
 :func:`_near`), recording models and velocity fields (:class:`_Recorder`) and diagnosing a
-sampler's time grid. The checks themselves live in the ``lessonNN_*`` modules beside this one.
+sampler's time grid. The checks themselves live in the ``lessonNN_*`` modules beside this one; the
+result type they return, :class:`~minisd3.course.results.CheckResult`, is shared with the grader.
 """
 from __future__ import annotations
 
 import functools
 import math
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
 from ...validation import expand_time
-
-RESULT_MIME = "application/vnd.minisd3.check+json"
-"""The MIME type of a check's result in a notebook's outputs: a JSON object of :meth:`CheckResult.to_dict`."""
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """What a check found: ``passed``, the ``mistake`` it named and a ``message`` in a learner's words.
-
-    ``mistake`` is a short stable identifier of the wrong variant the learner's function matched
-    (``"sign_flipped"``, ``"missing_sqrt"``, …), one per named mistake of the check; ``None`` when the
-    check passed or the failure is not one of the catalogued variants (a wrong shape or type, an
-    exception, values off in no usual way).
-    """
-
-    name: str
-    passed: bool
-    mistake: str | None
-    message: str
-
-    @property
-    def line(self) -> str:
-        """The text line: ``[check] NAME: PASS`` or ``[check] NAME: FAIL — message``."""
-        return f"[check] {self.name}: PASS" if self.passed else f"[check] {self.name}: FAIL — {self.message}"
-
-    def to_dict(self) -> dict[str, object]:
-        """The fields as a JSON object (what a notebook output carries under :data:`RESULT_MIME`)."""
-        return {"name": self.name, "passed": self.passed, "mistake": self.mistake, "message": self.message}
-
-    @classmethod
-    def from_dict(cls, data: object) -> CheckResult:
-        """The result a :meth:`to_dict` object describes; ``ValueError`` when ``data`` is not one."""
-        if isinstance(data, dict):
-            name, passed, mistake, message = (data.get(key) for key in ("name", "passed", "mistake", "message"))
-            if (isinstance(name, str) and isinstance(passed, bool) and isinstance(message, str)
-                    and (mistake is None or isinstance(mistake, str))):
-                return cls(name, passed, mistake, message)
-        raise ValueError(f"expected a check result {{name, passed, mistake, message}}, got {data!r}")
-
-    def show(self) -> None:
-        """Show the result: inside an IPython kernel as one display output carrying the line as
-        ``text/plain`` and the fields as :data:`RESULT_MIME` JSON (what the grader reads); elsewhere
-        print the line."""
-        if not _in_kernel():
-            print(self.line)
-            return
-        from IPython.display import display
-
-        display({"text/plain": self.line, RESULT_MIME: self.to_dict()}, raw=True)
-
-
-def _in_kernel() -> bool:
-    """Whether this runs inside an IPython kernel (a notebook), judged without importing IPython."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
-    return getattr(shell, "kernel", None) is not None
+from ..results import CheckResult
 
 
 class Mistake(Exception):

@@ -23,7 +23,7 @@ Lesson modules (flat in ``minisd3/``, what the notebooks import), in lesson orde
 
 ``minisd3.engine``: the training engine behind ``python -m minisd3 train`` (config, data, sources,
 latent_cache, loop, checkpoints, evaluation, grids, benchmark). ``minisd3.course``: the course's
-tooling (checks, exercises, grading, notebooks, plotting). ``minisd3.cli``: every command's argparse.
+tooling (checks, exercises, grading, gradebook, notebooks, plotting). ``minisd3.cli``: every command's argparse.
 """
 import importlib
 

@@ -1,9 +1,12 @@
 """The course's own tooling: what runs around the lessons, not what they teach.
 
-    checks      checks the practice notebooks call (one result type, one module per lesson)
+    results     the result a check returns, shared by the checks and the grader, and how it leaves the kernel
+    checks      checks the practice notebooks call (one module per lesson)
+    check_cells how the solutions mark their check cells and declare each one's points
     exercises   practice notebooks generated from solutions/ (the single source)
-    grading     run a student's notebook and score its checks; class reports
-    notebooks   execute lessons (full length or fast), headless
+    grading     grade one notebook: check cells restored, run cell by cell, each check scored from its result
+    gradebook   grade a class: many notebooks, a CSV row each, a summary per check
+    notebooks   execute notebooks headlessly (lessons top to bottom; practice cell by cell with time limits)
     plotting    figures and interactive explorers with a static fallback
 
 The course imports the engine and lesson modules; nothing below imports it.

@@ -37,6 +37,7 @@ REFERENCES = {
     "q_sample": ddpm.q_sample,
     "eps_loss": ddpm.eps_loss,
     "ancestral_step": ddpm.ancestral_step,
+    "ddim_sample": ddpm.ddim_sample,
     "interpolate": rectified_flow.interpolate,
     "velocity_target": rectified_flow.velocity_target,
     "euler_sample": rectified_flow.sample,
@@ -251,6 +252,73 @@ def ancestral_variant(sign=-1.0, noise_at_zero=False, root_sigma=True, pass_k=Fa
 ])
 def test_ancestral_step_mistakes(fn, keyword, capsys):
     assert_rejects("ancestral_step", fn, keyword, capsys)
+
+
+def ddim_variant(grid="linspace", time="model_time", roots=True, cumulative=True, sign=1.0, next_alpha="grid",
+                 last="data", reverse=False, trajectory=False, form="x0_hat"):
+    """A DDIM (η = 0) sampler as a learner writes it, with one knob turned (the defaults, and ``grid="arange"`` or
+    ``form="ratio"``, are right)."""
+    def ddim_sample(model, x_T, schedule, steps):
+        T = schedule.num_steps
+        if grid == "arange":
+            ks = list(range(T - 1, -1, -((T - 1) // (steps - 1))))
+        elif grid == "every":
+            ks = list(range(T - 1, -1, -1))
+        elif grid == "stride":
+            ks = list(range(T - 1, -1, -(T // steps)))[:steps]
+        else:
+            ks = torch.linspace(T - 1, 0, steps).round().long().tolist()
+        if reverse:
+            ks = ks[::-1]
+        ab_all = schedule.alpha_bars if cumulative else schedule.alphas
+        x, path = x_T, [x_T]
+        for i, k in enumerate(ks if last != "stop" else ks[:-1]):
+            t = {"model_time": (k + 1) / T, "k_over_T": k / T}.get(time, 0.0)
+            eps = model(x, torch.full((x.shape[0],), float(t)) if time != "int" else torch.full((x.shape[0],), k))
+            ab = ab_all[k]
+            if next_alpha == "same":
+                ab_next = ab
+            elif next_alpha == "ddpm":
+                ab_next = ab_all[k - 1] if k > 0 else torch.tensor(1.0)
+            else:
+                ab_next = ab_all[ks[i + 1]] if i + 1 < len(ks) else (torch.tensor(1.0) if last == "data" else ab_all[0])
+            if form == "ratio":  # x_next = √(ᾱ_next/ᾱ)·x + (√(1 − ᾱ_next) − √(ᾱ_next(1 − ᾱ)/ᾱ))·ε̂
+                x = (ab_next / ab).sqrt() * x + ((1 - ab_next).sqrt() - (ab_next * (1 - ab) / ab).sqrt()) * eps
+            else:
+                root = (lambda a: a.sqrt()) if roots else (lambda a: a)
+                x0_hat = (x - sign * root(1 - ab) * eps) / root(ab)
+                x = root(ab_next) * x0_hat + root(1 - ab_next) * eps
+            path.append(x)
+        return torch.stack(path) if trajectory else x
+    return ddim_sample
+
+
+DDIM_SAMPLE_WRONG = [
+    ("square roots missing", ddim_variant(roots=False), "missing_sqrt", "square roots"),
+    ("α instead of ᾱ", ddim_variant(cumulative=False), "alpha_not_cumulative", "cumulative"),
+    ("noise added, not removed", ddim_variant(sign=-1.0), "eps_sign_flipped", "removed"),
+    ("re-noised to ᾱ_k again", ddim_variant(next_alpha="same"), "same_alpha_bar", "next DDIM step"),
+    ("next DDPM step ᾱ_{k−1}", ddim_variant(next_alpha="ddpm"), "next_ddpm_step", "ks[i + 1]"),
+    ("last step stays at ᾱ_0", ddim_variant(last="k0"), "stops_before_data", "x̂0"),
+    ("last step missing", ddim_variant(last="stop"), "stops_before_data", "x̂0"),
+    ("time reversed", ddim_variant(reverse=True), "time_reversed", "backwards"),
+    ("model time k/T", ddim_variant(time="k_over_T"), "model_time_off_by_one", "(k + 1)/T"),
+    ("integer k to the model", ddim_variant(time="int"), "integer_time", "integer"),
+    ("every DDPM step", ddim_variant(grid="every"), "every_ddpm_step", "skips"),
+    ("stride T // steps, not reaching 0", ddim_variant(grid="stride"), "wrong_timesteps", "T − 1 down to 0"),
+    ("whole path returned", ddim_variant(trajectory=True), None, "final samples"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", DDIM_SAMPLE_WRONG, ids=[w[0] for w in DDIM_SAMPLE_WRONG])
+def test_ddim_sample_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("ddim_sample", fn, keyword, capsys)
+    assert run_check("ddim_sample", fn, capsys).mistake == mistake
+
+
+@pytest.mark.parametrize("knobs", [{"grid": "arange"}, {"form": "ratio"}, {}])
+def test_ddim_sample_accepts_other_correct_forms(knobs, capsys):
+    assert run_check("ddim_sample", ddim_variant(**knobs), capsys).passed
 
 
 # ----------------------------------------------------------------------------- lesson 03

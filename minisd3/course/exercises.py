@@ -84,8 +84,9 @@ def _check_syntax(source: str, where: str) -> None:
 
 def exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbformat.NotebookNode:
     """The exercise version of a solution notebook: solution blocks stubbed, outputs, execution counts
-    and run metadata dropped, cell ids numbered, notebook metadata fixed, check cells keeping their
-    check and points and locked (:func:`~minisd3.course.check_cells.check_cell_metadata`).
+    and run metadata dropped, cell ids numbered, notebook metadata fixed, hint cells kept collapsed
+    (``{"jupyter": {"source_hidden": true}}``), check cells keeping their check and points and locked
+    (:func:`~minisd3.course.check_cells.check_cell_metadata`).
 
     Raises ValueError naming the cell when a solution block or a check cell's metadata is malformed.
     """
@@ -109,6 +110,8 @@ def exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbformat.
         new.id = f"cell-{index}"
         if cell.metadata.get("tags"):
             new.metadata["tags"] = list(cell.metadata["tags"])
+        if cell.metadata.get("jupyter", {}).get("source_hidden"):  # a collapsed hint stays collapsed
+            new.metadata["jupyter"] = {"source_hidden": True}
         meta = cell.metadata.get("minisd3")
         if isinstance(meta, dict) and meta.get("check") in checks:
             new.metadata.update(check_cell_metadata(checks[meta["check"]]))

@@ -21,7 +21,7 @@ solution notebooks' check cells carry the same names, with their points, in thei
 
     core                       the registry and the shared comparison machinery
     lesson01_flows             heun, gaussian_velocity
-    lesson02_ddpm              q_sample, eps_loss, ancestral_step
+    lesson02_ddpm              q_sample, eps_loss, ancestral_step, ddim_sample
     lesson03_rectified_flow    interpolate, velocity_target, euler_sample, straightness
     lesson04_timesteps         sample_logit_normal, shift_time
     lesson05_embeddings        timestep_embedding, sincos_2d_positions
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from .core import CHECKS, LESSON_CHECKS, CheckResult
 from .lesson01_flows import check_gaussian_velocity, check_heun
-from .lesson02_ddpm import check_ancestral_step, check_eps_loss, check_q_sample
+from .lesson02_ddpm import check_ancestral_step, check_ddim_sample, check_eps_loss, check_q_sample
 from .lesson03_rectified_flow import check_euler_sample, check_interpolate, check_straightness, check_velocity_target
 from .lesson04_timesteps import check_sample_logit_normal, check_shift_time
 from .lesson05_embeddings import check_sincos_2d_positions, check_timestep_embedding
@@ -57,6 +57,7 @@ __all__ = [
     "check_q_sample",
     "check_eps_loss",
     "check_ancestral_step",
+    "check_ddim_sample",
     "check_interpolate",
     "check_velocity_target",
     "check_euler_sample",

@@ -32,7 +32,7 @@ CHECKS: dict[str, Callable[[Callable], CheckResult]] = {}
 
 LESSON_CHECKS: dict[str, tuple[str, ...]] = {
     "01_flows_2d": ("heun", "gaussian_velocity"),
-    "02_ddpm": ("q_sample", "eps_loss", "ancestral_step"),
+    "02_ddpm": ("q_sample", "eps_loss", "ancestral_step", "ddim_sample"),
     "03_rectified_flow": ("interpolate", "velocity_target", "euler_sample", "straightness"),
     "04_timestep_sampling": ("sample_logit_normal", "shift_time"),
     "05_sinusoidal_embeddings": ("timestep_embedding", "sincos_2d_positions"),

@@ -336,3 +336,96 @@ def check_ancestral_step(ancestral_step: Callable) -> None:
                           "so that a seeded sampler is reproducible", "ignored_noise_argument")
         _compare(got, want, mutations, formula="1/√α_k · (x_k − β_k/√(1 − ᾱ_k)·ε̂) + √β̃_k·n",
                  shape_hint="return x_{k−1}, shaped like x", rtol=rtol)
+
+
+# ---------------------------------------------------------------------------------------------
+# ddim_sample (a whole sampler)
+# ---------------------------------------------------------------------------------------------
+
+_DDIM_GRID = "ks = torch.linspace(T − 1, 0, steps).round().long() (minisd3.ddpm.ddim_timesteps)"
+
+
+def _ddim_variant(model: Callable, x: torch.Tensor, schedule: ddpm.NoiseSchedule, steps: int, *, roots: bool = True,
+                  cumulative: bool = True, sign: float = 1.0, next_alpha: str = "grid", last: str = "data") -> torch.Tensor:
+    """DDIM (η = 0) with one knob turned (the defaults are :func:`minisd3.ddpm.ddim_sample`), for the wrong variants:
+    ``next_alpha`` "grid" (ᾱ of the next DDIM step), "same" (ᾱ_k again) or "ddpm" (ᾱ_{k−1}, the next DDPM step);
+    ``last`` "data" (the last step goes to ᾱ = 1, x̂0) or "k0" (it stays at ᾱ_0, so x at k = 0 is returned)."""
+    ks = ddpm.ddim_timesteps(schedule, steps)
+    ab_all = schedule.alpha_bars if cumulative else schedule.alphas
+    x = x.double()
+    for i in range(len(ks)):
+        k = ks[i]
+        ab = ab_all[k].double()
+        eps = model(x, schedule.model_time(k.expand(x.shape[0]))).double()
+        x0_hat = (x - sign * ((1 - ab).sqrt() if roots else 1 - ab) * eps) / (ab.sqrt() if roots else ab)
+        if next_alpha == "same":
+            ab_next = ab
+        elif next_alpha == "ddpm":
+            ab_next = ab_all[k - 1].double() if k > 0 else torch.ones((), dtype=torch.float64)
+        else:
+            final = torch.ones((), dtype=torch.float64) if last == "data" else ab_all[0].double()
+            ab_next = ab_all[ks[i + 1]].double() if i + 1 < len(ks) else final
+        x = (ab_next.sqrt() if roots else ab_next) * x0_hat + ((1 - ab_next).sqrt() if roots else 1 - ab_next) * eps
+    return x
+
+
+def _ddim_field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A smooth ε-model that depends on x and t, of moderate size (so that x̂0 = (x − √(1 − ᾱ)·ε̂)/√ᾱ stays finite)."""
+    tt = expand_time(t, x)
+    return 0.6 * torch.tanh(x) * (0.5 + tt) + 0.3 * tt - 0.1
+
+
+@_check("ddim_sample", "matches minisd3.ddpm.ddim_sample: deterministic DDIM (η = 0) from k = T − 1 down to x̂0")
+def check_ddim_sample(ddim_sample: Callable) -> None:
+    """Check ``ddim_sample(model, x_T, schedule, steps)`` → the final x (shape of x_T) against
+    :func:`minisd3.ddpm.ddim_sample`: where the model was evaluated (``steps`` calls at t = (k + 1)/T on the grid
+    k = T − 1 … 0, read from a recording model), then the result (points and 8×8 images; schedules whose grids are
+    whole numbers, so rounding, truncating or an integer range all give the same k)."""
+    gen = make_generator(230)
+    for kind, num_steps, steps, shape in (("linear", 100, 12, (16, 2)), ("cosine", 50, 8, (3, 1, 8, 8))):
+        schedule = ddpm.make_schedule(kind, num_steps)
+        x_T = randn(shape, gen)
+        model = _Recorder(_ddim_field, "ε-model")
+        got = _call(ddim_sample, "ddim_sample", model, x_T, schedule, steps)
+        ks = ddpm.ddim_timesteps(schedule, steps)
+        want_times = schedule.model_time(ks).tolist()
+        times = model.times
+        if len(times) != steps:
+            if len(times) == steps - 1:
+                raise Mistake(f"called the model {len(times)} times for steps = {steps}: the last step, from k = 0, "
+                              "is missing — it goes to ᾱ = 1 and returns x̂0 (the clean estimate), not x at k = 0",
+                              "stops_before_data")
+            if len(times) == num_steps:
+                raise Mistake(f"called the model {num_steps} times, once per DDPM step: DDIM skips steps, evaluating "
+                              f"the model only at the {steps} indices {_DDIM_GRID}", "every_ddpm_step")
+            raise Mistake(f"called the model {len(times)} times for steps = {steps}; DDIM evaluates it once per step, "
+                          f"at the {steps} indices {_DDIM_GRID}", "wrong_evaluation_count")
+        if times[-1] > times[0]:
+            raise Mistake("time running backwards: DDIM starts from pure noise at k = T − 1 (t = 1) and steps down to "
+                          "k = 0", "time_reversed")
+        if all(abs(a - (b - 1 / num_steps)) < 1e-5 for a, b in zip(times, want_times)):
+            raise Mistake("the model got t = k/T: the network time of step k is t = (k + 1)/T, "
+                          "schedule.model_time(k)", "model_time_off_by_one")
+        if not all(abs(a - b) < 1e-5 for a, b in zip(times, want_times)):
+            seen = [round(v * num_steps) - 1 for v in times]
+            raise Mistake(f"the model was evaluated at k = {seen[:5]}…; expected k = {ks.tolist()[:5]}… "
+                          f"(equally spaced from T − 1 down to 0: {_DDIM_GRID})", "wrong_timesteps")
+
+        def variant(**knobs) -> torch.Tensor:
+            return _ddim_variant(_ddim_field, x_T, schedule, steps, **knobs)
+
+        _compare(got, variant(), [
+            ("missing_sqrt", "missing square roots: x̂0 = (x − √(1 − ᾱ_k)·ε̂)/√ᾱ_k and x_next = √ᾱ_next·x̂0 + "
+             "√(1 − ᾱ_next)·ε̂", variant(roots=False)),
+            ("alpha_not_cumulative", "used α_k = 1 − β_k of one step; DDIM needs the cumulative ᾱ_k "
+             "(schedule.alpha_bars)", variant(cumulative=False)),
+            ("eps_sign_flipped", "the noise is added, not removed: x̂0 = (x − √(1 − ᾱ_k)·ε̂)/√ᾱ_k", variant(sign=-1.0)),
+            ("same_alpha_bar", "x_next uses ᾱ_k again, so nothing moves: re-noise x̂0 to the next DDIM step, "
+             "x_next = √ᾱ_next·x̂0 + √(1 − ᾱ_next)·ε̂ with ᾱ_next = ᾱ at ks[i + 1] (1 after the last step)",
+             variant(next_alpha="same")),
+            ("next_ddpm_step", "x_next uses ᾱ_{k−1}, the next DDPM step; DDIM jumps to the next index of its own "
+             "grid, ᾱ_next = ᾱ at ks[i + 1] (1 after the last step)", variant(next_alpha="ddpm")),
+            ("stops_before_data", "the last step stays at ᾱ_0 and returns x at k = 0: after the last step ᾱ_next = 1, "
+             "so it returns x̂0, the clean estimate", variant(last="k0")),
+        ], formula="DDIM: x̂0 = (x − √(1 − ᾱ_k)·ε̂)/√ᾱ_k, x_next = √ᾱ_next·x̂0 + √(1 − ᾱ_next)·ε̂",
+            shape_hint="return only the final samples (shape of x_T), not the whole path")

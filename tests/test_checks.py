@@ -23,6 +23,7 @@ from minisd3.course.checks import (
     CheckResult,
     lesson01_flows,
     lesson02_ddpm,
+    lesson03_rectified_flow,
     lesson05_embeddings,
     lesson07_mmdit,
     lesson10_spelling,
@@ -42,6 +43,7 @@ REFERENCES = {
     "velocity_target": rectified_flow.velocity_target,
     "euler_sample": rectified_flow.sample,
     "straightness": rectified_flow.straightness,
+    "reflow_loss": lesson03_rectified_flow._reflow_loss_reference,
     "sample_logit_normal": timesteps.sample_logit_normal,
     "shift_time": timesteps.shift_time,
     "timestep_embedding": embeddings.timestep_embedding,
@@ -398,6 +400,76 @@ def straightness_variant(weight="abs", flip=False, reduce="sum", square=True):
 ])
 def test_straightness_mistakes(fn, keyword, capsys):
     assert_rejects("straightness", fn, keyword, capsys)
+
+
+def reflow_variant(noise="paired", time="uniform", order="right", target="velocity", reduce="mean", sampler="euler",
+                   grad=True, use_generator=True, teacher_target=False, call_student=True):
+    """Reflow's loss as a learner writes it, with one knob turned (the defaults, ``sampler="package"`` and
+    ``time="bernoulli_free"`` are right)."""
+    def reflow_loss(teacher, student, noise_in, steps, generator=None):
+        g = generator if use_generator else None
+        batch = noise_in.shape[0]
+        if sampler == "package":
+            x0_hat = rectified_flow.sample(teacher, noise_in, steps)
+        elif sampler == "heun":
+            x0_hat = rectified_flow.sample(teacher, noise_in, steps, method="heun")
+        else:
+            z = noise_in
+            with torch.no_grad():
+                for i in range(steps):
+                    tt = torch.full((batch,), 1 - i / steps)
+                    z = z + (1 / steps if sampler == "forward" else -1 / steps) * teacher(z, tt)
+            x0_hat = z
+        if time == "one":
+            t = torch.rand((), generator=g).expand(batch)
+        elif time == "logit_normal":
+            t = torch.sigmoid(torch.randn(batch, generator=g))
+        elif time == "bernoulli_free":
+            t = 1 - torch.rand(batch, generator=g)
+        else:
+            t = torch.rand(batch, generator=g)
+        eps = torch.randn(noise_in.shape, generator=g) if noise == "fresh" else noise_in
+        tb = t[:, None]
+        z_t = tb * x0_hat + (1 - tb) * eps if order == "reversed" else (1 - tb) * x0_hat + tb * eps
+        v = {"velocity": eps - x0_hat, "flipped": x0_hat - eps, "eps": eps}[target]
+        if teacher_target:
+            v = teacher(z_t, t)
+        if not call_student:
+            return ((teacher(z_t, t) - v) ** 2).mean()
+        err = (student(z_t, t) - v) ** 2
+        out = {"mean": err.mean(), "sum": err.sum(), "per_pair": err.mean(1), "abs": (err.sqrt()).mean()}[reduce]
+        return out if grad else out.item()
+    return reflow_loss
+
+
+REFLOW_LOSS_WRONG = [
+    ("fresh noise in z_t", reflow_variant(noise="fresh"), "fresh_noise", "own ε"),
+    ("x̂0 and ε swapped", reflow_variant(order="reversed"), "time_reversed", "swapped"),
+    ("target sign flipped", reflow_variant(target="flipped"), "target_sign_flipped", "sign"),
+    ("target ε", reflow_variant(target="eps"), "epsilon_target", "ε − x̂0"),
+    ("teacher's velocity as the target", reflow_variant(teacher_target=True), "teacher_as_target", "straight"),
+    ("teacher used as the student", reflow_variant(call_student=False), "student_not_called", "student"),
+    ("summed, not averaged", reflow_variant(reduce="sum"), "sum_not_mean", "mean"),
+    ("one loss per pair", reflow_variant(reduce="per_pair"), "not_averaged", "mean"),
+    ("|error|, not squared", reflow_variant(reduce="abs"), "missing_square", "square"),
+    ("a float, no gradient", reflow_variant(grad=False), "no_gradient", "gradient"),
+    ("one t for the batch", reflow_variant(time="one"), "one_time_for_batch", "one time per pair"),
+    ("logit-normal t", reflow_variant(time="logit_normal"), "time_not_uniform", "U(0, 1)"),
+    ("global RNG", reflow_variant(use_generator=False), "ignores_generator", "generator"),
+    ("teacher integrated forwards", reflow_variant(sampler="forward"), None, "not z_t"),
+    ("Heun for the pairs", reflow_variant(sampler="heun"), "wrong_evaluation_count", "Euler"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", REFLOW_LOSS_WRONG, ids=[w[0] for w in REFLOW_LOSS_WRONG])
+def test_reflow_loss_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("reflow_loss", fn, keyword, capsys)
+    assert run_check("reflow_loss", fn, capsys).mistake == mistake
+
+
+@pytest.mark.parametrize("knobs", [{"sampler": "package"}, {"time": "bernoulli_free"}, {}])
+def test_reflow_loss_accepts_other_correct_forms(knobs, capsys):
+    assert run_check("reflow_loss", reflow_variant(**knobs), capsys).passed
 
 
 # ----------------------------------------------------------------------------- lesson 04

@@ -22,7 +22,7 @@ solution notebooks' check cells carry the same names, with their points, in thei
     core                       the registry and the shared comparison machinery
     lesson01_flows             heun, gaussian_velocity
     lesson02_ddpm              q_sample, eps_loss, ancestral_step, ddim_sample
-    lesson03_rectified_flow    interpolate, velocity_target, euler_sample, straightness
+    lesson03_rectified_flow    interpolate, velocity_target, euler_sample, straightness, reflow_loss
     lesson04_timesteps         sample_logit_normal, shift_time
     lesson05_embeddings        timestep_embedding, sincos_2d_positions
     lesson06_dit               patchify, unpatchify, modulate, cfg_combine
@@ -35,7 +35,13 @@ from __future__ import annotations
 from .core import CHECKS, LESSON_CHECKS, CheckResult
 from .lesson01_flows import check_gaussian_velocity, check_heun
 from .lesson02_ddpm import check_ancestral_step, check_ddim_sample, check_eps_loss, check_q_sample
-from .lesson03_rectified_flow import check_euler_sample, check_interpolate, check_straightness, check_velocity_target
+from .lesson03_rectified_flow import (
+    check_euler_sample,
+    check_interpolate,
+    check_reflow_loss,
+    check_straightness,
+    check_velocity_target,
+)
 from .lesson04_timesteps import check_sample_logit_normal, check_shift_time
 from .lesson05_embeddings import check_sincos_2d_positions, check_timestep_embedding
 from .lesson06_dit import check_cfg_combine, check_modulate, check_patchify, check_unpatchify
@@ -62,6 +68,7 @@ __all__ = [
     "check_velocity_target",
     "check_euler_sample",
     "check_straightness",
+    "check_reflow_loss",
     "check_sample_logit_normal",
     "check_shift_time",
     "check_timestep_embedding",

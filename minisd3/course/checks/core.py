@@ -33,7 +33,7 @@ CHECKS: dict[str, Callable[[Callable], CheckResult]] = {}
 LESSON_CHECKS: dict[str, tuple[str, ...]] = {
     "01_flows_2d": ("heun", "gaussian_velocity"),
     "02_ddpm": ("q_sample", "eps_loss", "ancestral_step", "ddim_sample"),
-    "03_rectified_flow": ("interpolate", "velocity_target", "euler_sample", "straightness"),
+    "03_rectified_flow": ("interpolate", "velocity_target", "euler_sample", "straightness", "reflow_loss"),
     "04_timestep_sampling": ("sample_logit_normal", "shift_time"),
     "05_sinusoidal_embeddings": ("timestep_embedding", "sincos_2d_positions"),
     "06_patchify_dit": ("patchify", "unpatchify", "modulate", "cfg_combine"),

@@ -20,6 +20,7 @@ from .core import (
     _curved_field,
     _near,
     _Recorder,
+    _require_generator,
     _simulate,
 )
 
@@ -136,3 +137,113 @@ def check_straightness(straightness: Callable) -> None:
                 raise Mistake(message, mistake)
         raise Mistake(f"on {what} your S = {value:.5g}, expected {want:.5g}; S = Σ_i |h_i| · mean over samples of "
                       "‖(z_1 − z_0) − v_i‖²")
+
+
+# ---------------------------------------------------------------------------------------------
+# reflow_loss (a whole piece: the new pairs and the loss on them)
+# ---------------------------------------------------------------------------------------------
+
+def _reflow_loss_reference(teacher: Callable, student: Callable, noise: torch.Tensor, steps: int,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """The reflow pairs (ε, x̂0) with x̂0 the teacher's Euler sample from ε in ``steps`` steps
+    (:func:`minisd3.rectified_flow.reflow_pairs` with Euler), then the rectified-flow loss of the student on them with
+    one t ~ U(0, 1) per pair from ``generator`` (:func:`minisd3.rectified_flow.rf_loss` with the pair's own ε)."""
+    eps, x0_hat = rectified_flow.reflow_pairs(teacher, noise, steps, method="euler")
+    t = torch.rand(noise.shape[0], generator=generator)
+    return rectified_flow.rf_loss(student, x0_hat, eps=eps, t=t)
+
+
+def _student_field(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A second smooth field, for the student (so that the teacher's and the student's outputs differ)."""
+    tt = expand_time(t, z)
+    return 0.7 * torch.tanh(z + 0.3) - 0.4 * z * tt + 0.2
+
+
+_REFLOW_FORMULA = "mean of (v̂_student(z_t, t) − (ε − x̂0))², z_t = (1 − t)·x̂0 + t·ε"
+_REFLOW_HOW = "t = torch.rand(B, generator=generator), one time per pair"
+
+
+def _reflow_run(reflow_loss: Callable, noise: torch.Tensor, steps: int, seed: int):
+    """Call the learner's reflow_loss with recording teacher and student; return (loss, teacher, student, scale),
+    ``scale`` the student's one parameter (the gradient must reach it)."""
+    scale = torch.ones((), requires_grad=True)
+    teacher = _Recorder(_curved_field, "teacher")
+    student = _Recorder(lambda z, t: scale * _student_field(z, t), "student")
+    got = _call(reflow_loss, "reflow_loss", teacher, student, noise, steps, make_generator(seed))
+    return got, teacher, student, scale
+
+
+@_check("reflow_loss", "the student's rectified-flow loss on the teacher's own pairs (ε, x̂0), x̂0 its Euler sample from ε")
+def check_reflow_loss(reflow_loss: Callable) -> None:
+    """Check ``reflow_loss(teacher, student, noise, steps, generator)`` → one loss (a tensor that reaches the student's
+    weights): the teacher sampled from ``noise`` with Euler in ``steps`` steps (its calls read from a recording
+    field), the student's inputs z_t = (1 − t)·x̂0 + t·ε with the same ε and one t ~ U(0, 1) per pair (read back from
+    a recording student), the value against the mean of (v̂ − (ε − x̂0))² at the learner's own t, the gradient, and
+    the generator. t is judged by what the student got, so any way of drawing it from the generator passes."""
+    batch, steps = 4096, 4
+    noise = randn((batch, 2), make_generator(330))
+    got, teacher, student, scale = _reflow_run(reflow_loss, noise, steps, 7)
+    if not student.calls:
+        raise Mistake("never called the student: the loss is the student's error v̂_student(z_t, t) − (ε − x̂0) on the "
+                      "teacher's pairs", "student_not_called")
+    if len(teacher.calls) == steps + 1:
+        raise Mistake(f"called the teacher {steps + 1} times: once per Euler step ({steps}) makes the pairs, and then the "
+                      "target should be the straight velocity ε − x̂0 of the pair, not the teacher's v̂(z_t, t) "
+                      "(that would copy the curved flow, not straighten it)", "teacher_as_target")
+    if not teacher.calls:
+        raise Mistake("never called the teacher: reflow's pairs are (ε, x̂0) with x̂0 the teacher's own Euler sample "
+                      "from ε (the coupling is what straightens the new flow)", "teacher_not_sampled")
+    _check_sampler_times(teacher, steps, per_step=1)
+    z = torch.cat([c[0] for c in student.calls]).double()
+    t = torch.cat([c[1] for c in student.calls]).double()
+    if z.shape[0] != batch:
+        raise Mistake(f"the student saw {z.shape[0]} samples for {batch} pairs: evaluate it once on each pair's z_t")
+    if float(t.max() - t.min()) < 1e-9:
+        raise Mistake(f"every pair got the same t = {float(t[0]):.3g}: draw one time per pair, {_REFLOW_HOW}",
+                      "one_time_for_batch")
+    if t.min() < 0 or t.max() > 1 or abs(float(t.mean()) - 0.5) > 0.03 or abs(float(t.std()) - 12**-0.5) > 0.02:
+        raise Mistake(f"the student's t have mean {float(t.mean()):.3f} and standard deviation {float(t.std()):.3f}; "
+                      f"t ~ U(0, 1) has 0.5 and {12**-0.5:.3f}: {_REFLOW_HOW}", "time_not_uniform")
+    x0_hat = rectified_flow.sample(_curved_field, noise, steps).double()
+    eps = noise.double()
+    tb = t[:, None]
+    if not torch.allclose(z, (1 - tb) * x0_hat + tb * eps, rtol=1e-4, atol=1e-4):
+        if torch.allclose(z, tb * x0_hat + (1 - tb) * eps, rtol=1e-4, atol=1e-4):
+            raise Mistake("x̂0 and ε swapped in z_t (time running backwards): z_t = (1 − t)·x̂0 + t·ε, so t = 0 is the "
+                          "teacher's sample and t = 1 its noise", "time_reversed")
+        keep = (t > 0.2).squeeze()
+        other = (z[keep] - (1 - tb[keep]) * x0_hat[keep]) / tb[keep]
+        if abs(float(other.mean())) < 0.1 and abs(float(other.std()) - 1) < 0.1:
+            raise Mistake("z_t uses fresh noise: reflow keeps each pair's own ε, the noise the teacher started from, "
+                          "z_t = (1 − t)·x̂0 + t·ε; with new noise the pairs are independent again and nothing "
+                          "straightens", "fresh_noise")
+        raise Mistake("the student's input is not z_t = (1 − t)·x̂0 + t·ε, with x̂0 the teacher's Euler sample from ε "
+                      f"in {steps} steps and ε the noise you were given")
+    if isinstance(got, torch.Tensor) and tuple(got.shape) == (batch,):
+        raise Mistake(f"returned one loss per pair, shape ({batch},); return their mean, one number", "not_averaged")
+    if not isinstance(got, torch.Tensor):
+        raise Mistake(f"should return the loss as a torch.Tensor that keeps its gradient, got {type(got).__name__} "
+                      "(no .item() or float())", "no_gradient")
+
+    def loss(target: torch.Tensor, reduce=lambda d: (d**2).mean()) -> torch.Tensor:
+        return reduce(_student_field(z, t) - target)
+
+    want = loss(eps - x0_hat)
+    _compare(got.detach().reshape(()) if got.numel() == 1 else got.detach(), want, [
+        ("target_sign_flipped", "the velocity target has the wrong sign: v = ε − x̂0 (t = 0 data, t = 1 noise)",
+         loss(x0_hat - eps)),
+        ("epsilon_target", "the target is the noise ε alone: the velocity of the straight pair is ε − x̂0", loss(eps)),
+        ("sum_not_mean", "summed the squared errors: the loss is their mean over every element of every pair",
+         loss(eps - x0_hat, lambda d: (d**2).sum())),
+        ("missing_square", "missing the square: the loss is the mean of (v̂ − (ε − x̂0))², not of |v̂ − (ε − x̂0)|",
+         loss(eps - x0_hat, lambda d: d.abs().mean())),
+    ], formula=_REFLOW_FORMULA, shape_hint="the loss is one number, shape ()")
+    if got.grad_fn is None:
+        raise Mistake("the loss does not keep its gradient (computed under torch.no_grad() or detached): the student "
+                      "is trained with loss.backward()", "no_gradient")
+    got.backward()
+    if scale.grad is None or float(scale.grad.abs()) == 0:
+        raise Mistake("the loss's gradient does not reach the student's weights: compute v̂_student(z_t, t) with "
+                      "gradients on (only the teacher's sampling may run under torch.no_grad())", "no_gradient")
+    values = [_as_number(_reflow_run(reflow_loss, noise[:256], 2, seed)[0], "reflow_loss") for seed in (331, 331, 332)]
+    _require_generator(values[0] == values[1], values[0] != values[2], "times", _REFLOW_HOW)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from minisd3 import blocks, ddpm, embeddings, guidance, multi_text, ode, patches, rectified_flow, timesteps
+from minisd3.autoencoder import fit_latent_statistics
 from minisd3.course import checks
 from minisd3.course.checks import (
     CHECKS,
@@ -26,10 +27,14 @@ from minisd3.course.checks import (
     lesson03_rectified_flow,
     lesson05_embeddings,
     lesson07_mmdit,
+    lesson08_latent_space,
+    lesson09_scaling_up,
     lesson10_spelling,
     lesson11_data_preferences_scale,
 )
 from minisd3.course.results import parse_results, take_results
+from minisd3.seeding import make_generator
+from minisd3.training import ema_decay_at
 from minisd3.validation import expand_time
 
 REFERENCES = {
@@ -54,6 +59,12 @@ REFERENCES = {
     "cfg_combine": guidance.cfg_combine,
     "joint_attention": lesson07_mmdit._joint_attention_reference,
     "rms_norm": lesson07_mmdit._rms_norm_reference,
+    "latent_scale_shift": lesson08_latent_space._latent_scale_shift_reference,
+    "encode_for_diffusion": lesson08_latent_space._encode_for_diffusion_reference,
+    "psnr": lesson08_latent_space._psnr_reference,
+    "ema_over_steps": lesson09_scaling_up._ema_over_steps_reference,
+    "learning_rate": lesson09_scaling_up._learning_rate_reference,
+    "batch_indices": lesson09_scaling_up._batch_indices_reference,
     "char_tokenize": lesson10_spelling._char_tokenize_reference,
     "encoder_drop_mask": multi_text.encoder_drop_mask,
     "build_context": lesson10_spelling._build_context_reference,
@@ -1713,3 +1724,234 @@ def test_most_wrong_answers_are_named_and_all_fail(capsys):
     named = len(results) - len(unnamed)
     assert named >= 0.8 * len(results), f"{named}/{len(results)} named; unnamed:\n" + "\n".join(unnamed)
     assert not misnamed, "\n".join(misnamed)
+
+
+# ----------------------------------------------------------------------------- lessons 08 and 09
+
+def encode_variant(encode="right", decode="right", ret="right"):
+    """encode_for_diffusion as a learner writes it, with one part wrong (the defaults are right)."""
+    def encode_for_diffusion(autoencoder, images):
+        with torch.no_grad():
+            if encode == "sampled":
+                mean, logvar = autoencoder.moments(images)
+                mu = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+            else:
+                mu = autoencoder.encode(images)
+        shift, scale = mu.mean(), 1 / mu.std()
+        if encode == "not_normalized":
+            latents = mu
+        elif encode == "stored":
+            latents = autoencoder.normalize(mu)
+        elif encode == "scale_is_std":
+            latents = (mu - shift) / scale**2 * scale  # (μ − mean)·std
+        elif encode == "shift_after_scale":
+            latents = mu * scale - shift
+        elif encode == "per_channel":
+            latents = (mu - mu.mean((0, 2, 3), keepdim=True)) / mu.std((0, 2, 3), keepdim=True)
+        elif encode == "image_statistics":
+            latents = (mu - images.mean()) / images.std()
+        else:
+            latents = (mu - shift) * scale
+        inverse = {"right": lambda z: z / scale + shift, "multiplies": lambda z: z * scale + shift,
+                   "wrong_order": lambda z: (z + shift) / scale, "shift_sign": lambda z: z / scale - shift,
+                   "none": lambda z: z, "again": lambda z: (z - shift) * scale}[decode]
+
+        def decode_from_diffusion(z):
+            with torch.no_grad():
+                return autoencoder.decode(inverse(z))
+
+        if ret == "swapped":
+            return decode_from_diffusion, latents
+        if ret == "statistics":
+            return latents, shift, scale
+        return latents, decode_from_diffusion
+    return encode_for_diffusion
+
+
+def encode_with_package(autoencoder, images):
+    """Another correct form: the package's fit_latent_statistics, images_to_latents and latents_to_images."""
+    fit_latent_statistics(autoencoder, images)
+    return autoencoder.images_to_latents(images), autoencoder.latents_to_images
+
+
+def ema_variant(decay=lambda s, d: min(d, (1 + s) / (10 + s)), swap=False, every=False, in_place=False, offset=0):
+    def ema_over_steps(ema, weights, ema_decay, first_step):
+        out, seen = (ema if in_place else ema.clone()), []
+        for i, theta in enumerate(weights):
+            d = decay(first_step + offset + i, ema_decay)
+            if in_place:
+                out.mul_(d).add_((1 - d) * theta)
+            else:
+                out = (1 - d) * out + d * theta if swap else d * out + (1 - d) * theta
+            seen.append(out)
+        return torch.stack(seen) if every else out
+    return ema_over_steps
+
+
+def lr_variant(warm="right", floor=0.1, form="blend", offset=True, clamp=True):
+    def learning_rate(step, lr, warmup_steps, max_steps):
+        if step < warmup_steps and warm != "none":
+            return lr * (step if warm == "zero" else step + 1) / warmup_steps
+        p = (step - warmup_steps) / max(1, max_steps - warmup_steps) if offset else step / max_steps
+        p = min(1.0, p) if clamp else p
+        c = 0.5 * (1 + math.cos(math.pi * p))
+        if form == "added":
+            return lr * (floor + c)
+        if form == "clipped":
+            return lr * max(floor, c)
+        if form == "linear":
+            return lr * (floor + (1 - floor) * (1 - p))
+        return lr * (floor + (1 - floor) * c)
+    return learning_rate
+
+
+def batch_variant(kind="right"):
+    """batch_indices as a learner writes it (``right``, ``divmod`` and ``vectorised`` are correct)."""
+    def batch_indices(seed, step, batch_size, n):
+        if kind == "global_rng":
+            return torch.randperm(n)[:batch_size]
+        if kind == "with_replacement":
+            return torch.randint(0, n, (batch_size,), generator=make_generator(seed * 1_000_003 + step))
+        if kind == "permutation_per_step":
+            return torch.randperm(n, generator=make_generator(seed * 1_000_003 + step))[:batch_size]
+        if kind == "vectorised":
+            p = torch.arange(step * batch_size, (step + 1) * batch_size)
+            perms = {int(e): torch.randperm(n, generator=make_generator(seed * 1_000_003 + int(e))) for e in p // n}
+            return torch.stack([perms[int(q) // n][int(q) % n] for q in p])
+        out = []
+        first = 0 if kind == "ignores_step" else (step + 1 if kind == "from_one" else step) * batch_size
+        for p in range(first, first + batch_size):
+            epoch = {"same_permutation": 0, "first_position": first // n, "epoch_from_step": step // n,
+                     "manual_seed": 0}.get(kind, p // n)
+            key = seed + epoch if kind == "seed_plus_epoch" else seed * 1_000_003 + epoch
+            if kind == "manual_seed":
+                key = seed
+            out.append(torch.randperm(n, generator=make_generator(key))[p % n])
+        return torch.stack(out)
+    return batch_indices
+
+
+LESSON08_09_WRONG = [
+    # (check, what the student did, their function, the mistake it should name or None, a keyword of the message)
+    ("latent_scale_shift", "scale = std", lambda z: (z.mean(), z.std()), "scale_is_std", "1/std"),
+    ("latent_scale_shift", "statistics per channel", lambda z: (z.mean((0, 2, 3)), 1 / z.std((0, 2, 3))),
+     "per_channel", "one shift"),
+    ("latent_scale_shift", "(scale, shift)", lambda z: (1 / z.std(), z.mean()), "order_swapped", "order"),
+    ("latent_scale_shift", "1/variance", lambda z: (z.mean(), 1 / z.var()), "variance_not_std", "square root"),
+    ("latent_scale_shift", "spread around 0", lambda z: (z.mean(), 1 / z.pow(2).mean().sqrt()), "rms_not_std",
+     "around the mean"),
+    ("latent_scale_shift", "1/max |z|", lambda z: (z.mean(), 1 / z.abs().max()), "max_not_std", "max"),
+    ("latent_scale_shift", "no shift", lambda z: (0.0, 1 / z.std()), "missing_shift", "mean"),
+    ("latent_scale_shift", "median as the shift", lambda z: (z.median(), 1 / z.std()), None, "shift"),
+    ("encode_for_diffusion", "a posterior sample", encode_variant(encode="sampled"), "sampled_not_mean", "mean μ"),
+    ("encode_for_diffusion", "not normalised", encode_variant(encode="not_normalized"), "not_normalized", "normalised"),
+    ("encode_for_diffusion", "the autoencoder's stale factors", encode_variant(encode="stored"), "stored_factors",
+     "latent_scale_shift"),
+    ("encode_for_diffusion", "multiplied by std", encode_variant(encode="scale_is_std"), "scale_is_std", "1/std"),
+    ("encode_for_diffusion", "shift after scale", encode_variant(encode="shift_after_scale"), "shift_after_scale",
+     "subtracted first"),
+    ("encode_for_diffusion", "per-channel statistics", encode_variant(encode="per_channel"), "per_channel", "channel"),
+    ("encode_for_diffusion", "statistics of the images", encode_variant(encode="image_statistics"),
+     "statistics_of_images", "images"),
+    ("encode_for_diffusion", "inverse multiplies", encode_variant(decode="multiplies"), "inverse_multiplies", "dividing"),
+    ("encode_for_diffusion", "inverse adds first", encode_variant(decode="wrong_order"), "inverse_wrong_order",
+     "divide first"),
+    ("encode_for_diffusion", "inverse subtracts the shift", encode_variant(decode="shift_sign"), "inverse_shift_sign",
+     "+ shift"),
+    ("encode_for_diffusion", "decoded without inverting", encode_variant(decode="none"), "not_denormalized",
+     "decoder expects"),
+    ("encode_for_diffusion", "normalised again", encode_variant(decode="again"), "normalized_again", "not (z′ − shift)"),
+    ("encode_for_diffusion", "(decode, latents)", encode_variant(ret="swapped"), "order_swapped", "order"),
+    ("encode_for_diffusion", "returned the statistics, no function", encode_variant(ret="statistics"), None, "two things"),
+    ("psnr", "L = 1", lambda x, y: 10 * torch.log10(1 / ((x - y) ** 2).flatten(1).mean(1)), "peak_one", "L = 2"),
+    ("psnr", "L = 255", lambda x, y: 10 * torch.log10(255**2 / ((x - y) ** 2).flatten(1).mean(1)), "peak_255", "255"),
+    ("psnr", "L not squared", lambda x, y: 10 * torch.log10(2 / ((x - y) ** 2).flatten(1).mean(1)), "peak_not_squared",
+     "squared"),
+    ("psnr", "20·log10(L²/MSE)", lambda x, y: 20 * torch.log10(4 / ((x - y) ** 2).flatten(1).mean(1)), "twenty_log",
+     "10·log10"),
+    ("psnr", "natural log", lambda x, y: 10 * torch.log(4 / ((x - y) ** 2).flatten(1).mean(1)), "natural_log", "log10"),
+    ("psnr", "RMSE for MSE", lambda x, y: 10 * torch.log10(4 / ((x - y) ** 2).flatten(1).mean(1).sqrt()), "rmse_not_mse",
+     "root"),
+    ("psnr", "summed errors", lambda x, y: 10 * torch.log10(4 / ((x - y) ** 2).flatten(1).sum(1)), "sum_not_mean", "mean"),
+    ("psnr", "ratio upside down", lambda x, y: 10 * torch.log10(((x - y) ** 2).flatten(1).mean(1) / 4), "inverted_ratio",
+     "upside down"),
+    ("psnr", "one MSE for the batch", lambda x, y: 10 * torch.log10(4 / ((x - y) ** 2).mean()), "batch_mse", "per image"),
+    ("psnr", "per-image PSNR averaged", lambda x, y: (10 * torch.log10(4 / ((x - y) ** 2).flatten(1).mean(1))).mean(),
+     "averaged_over_batch", "one value per image"),
+    ("psnr", "MSE over the last axis only", lambda x, y: 10 * torch.log10(4 / ((x - y) ** 2).mean(-1)), None, "shape"),
+    ("ema_over_steps", "no warm-up", ema_variant(decay=lambda s, d: d), "no_warmup", "warm-up"),
+    ("ema_over_steps", "s/(10 + s)", ema_variant(decay=lambda s, d: min(d, s / (10 + s))), "warmup_off_by_one",
+     "(1 + s)/(10 + s)"),
+    ("ema_over_steps", "steps from 1", ema_variant(offset=1), "step_counted_from_one", "s = 0"),
+    ("ema_over_steps", "no cap", ema_variant(decay=lambda s, d: (1 + s) / (10 + s)), "missing_cap", "ema_decay"),
+    ("ema_over_steps", "weights swapped", ema_variant(swap=True), "weights_swapped", "large share"),
+    ("ema_over_steps", "first_step ignored",
+     lambda ema, weights, ema_decay, first_step: ema_variant()(ema, weights, ema_decay, 0), "ignores_first_step",
+     "first_step"),
+    ("ema_over_steps", "first row skipped",
+     lambda ema, weights, ema_decay, first_step: ema_variant()(ema, weights[1:], ema_decay, first_step + 1),
+     "skipped_first_row", "first row"),
+    ("ema_over_steps", "EMA after every step", ema_variant(every=True), "returned_every_step", "last step"),
+    ("ema_over_steps", "ema changed in place", ema_variant(in_place=True), "in_place", "in place"),
+    ("ema_over_steps", "decay·warm-up", ema_variant(decay=lambda s, d: d * (1 + s) / (10 + s)), None, "formula"),
+    ("learning_rate", "warm-up from 0", lr_variant(warm="zero"), "warmup_starts_at_zero", "(s + 1)"),
+    ("learning_rate", "cosine to 0", lr_variant(floor=0.0), "no_floor", "10 %"),
+    ("learning_rate", "floor added on top", lr_variant(form="added"), "floor_not_blended", "1.1·lr"),
+    ("learning_rate", "cosine clipped at 10 %", lr_variant(form="clipped"), "floor_clipped", "blends"),
+    ("learning_rate", "progress from step 0", lr_variant(offset=False), "progress_not_offset", "warm-up ends"),
+    ("learning_rate", "no clamp past max_steps", lr_variant(clamp=False), "no_clamp", "min(1"),
+    ("learning_rate", "linear decay", lr_variant(form="linear"), "linear_decay", "cosine"),
+    ("learning_rate", "no warm-up", lr_variant(warm="none"), "no_warmup", "rises linearly"),
+    ("learning_rate", "cos without π", lambda s, lr, w, m: lr_variant()(s, lr, w, m) if s < w else
+     lr * (0.1 + 0.45 * (1 + math.cos(min(1.0, (s - w) / max(1, m - w))))), None, "formula"),
+    ("batch_indices", "the global random state", batch_variant("global_rng"), "not_reproducible", "global random state"),
+    ("batch_indices", "indices with replacement", batch_variant("with_replacement"), "with_replacement", "permutation"),
+    ("batch_indices", "a new permutation each step", batch_variant("permutation_per_step"), "new_permutation_each_step",
+     "once per epoch"),
+    ("batch_indices", "one permutation for all epochs", batch_variant("same_permutation"), "same_permutation_every_epoch",
+     "epoch"),
+    ("batch_indices", "the step ignored", batch_variant("ignores_step"), "ignores_step", "same batch"),
+    ("batch_indices", "the batch's first epoch for all", batch_variant("first_position"), "epoch_of_first_position",
+     "crosses"),
+    ("batch_indices", "epoch = step // n", batch_variant("epoch_from_step"), "epoch_from_step", "p // n"),
+    ("batch_indices", "seed + epoch", batch_variant("seed_plus_epoch"), "seed_formula", "1_000_003"),
+    ("batch_indices", "steps from 1", batch_variant("from_one"), "step_counted_from_one", "step 0"),
+    ("batch_indices", "make_generator(seed) for every epoch", batch_variant("manual_seed"), None, "engine's order"),
+]
+
+
+@pytest.mark.parametrize("name, what, fn, mistake, keyword", LESSON08_09_WRONG,
+                         ids=[f"{w[0]}: {w[1]}" for w in LESSON08_09_WRONG])
+def test_lesson08_09_mistakes(name, what, fn, mistake, keyword, capsys):
+    assert_rejects(name, fn, keyword, capsys)
+    assert run_check(name, fn, capsys).mistake == mistake
+
+
+def test_most_lesson08_09_wrong_answers_are_named():
+    for name in LESSON_CHECKS["08_latent_space"] + LESSON_CHECKS["09_scaling_up"]:
+        wrong = [w for w in LESSON08_09_WRONG if w[0] == name]
+        named = [w for w in wrong if w[3] is not None]
+        assert len({w[3] for w in named}) >= 3 and len(named) >= 0.8 * len(wrong), name
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("latent_scale_shift", lambda z: (float(z.mean()), 1 / float(((z - z.mean()) ** 2).mean().sqrt()))),  # ÷ N
+    ("latent_scale_shift", lambda z: (z.double().mean(), z.var().rsqrt())),
+    ("encode_for_diffusion", encode_with_package),
+    ("psnr", lambda x, y: 20 * torch.log10(2 / ((x - y) ** 2).flatten(1).mean(1).sqrt())),
+    ("psnr", lambda x, y: 10 * torch.log10(torch.tensor(4.0)) - 10 * torch.log10(F.mse_loss(x, y, reduction="none")
+                                                                                  .flatten(1).mean(1))),
+    ("ema_over_steps", lambda ema, weights, ema_decay, first_step: _ema_lerp(ema, weights, ema_decay, first_step)),
+    ("learning_rate", lambda s, lr, w, m: lr * (0.55 + 0.45 * math.cos(math.pi * min(1.0, (s - w) / max(1, m - w))))
+     if s >= w else lr * (s + 1) / w),
+    ("batch_indices", batch_variant("vectorised")),
+])
+def test_lesson08_09_accept_other_correct_forms(name, fn, capsys):
+    result = run_check(name, fn, capsys)
+    assert result.passed, result.message
+
+
+def _ema_lerp(ema, weights, ema_decay, first_step):
+    for i, theta in enumerate(weights):
+        ema = torch.lerp(ema, theta, 1 - ema_decay_at(first_step + i, ema_decay))
+    return ema

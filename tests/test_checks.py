@@ -59,6 +59,7 @@ REFERENCES = {
     "cfg_combine": guidance.cfg_combine,
     "joint_attention": lesson07_mmdit._joint_attention_reference,
     "rms_norm": lesson07_mmdit._rms_norm_reference,
+    "joint_block_forward": lesson07_mmdit._joint_block_reference,
     "latent_scale_shift": lesson08_latent_space._latent_scale_shift_reference,
     "encode_for_diffusion": lesson08_latent_space._encode_for_diffusion_reference,
     "psnr": lesson08_latent_space._psnr_reference,
@@ -674,6 +675,71 @@ def rms_variant(centre=False, dim=-1, gain=True, eps_inside=True, use_eps=True, 
 ])
 def test_rms_norm_mistakes(fn, keyword, capsys):
     assert_rejects("rms_norm", fn, keyword, capsys)
+
+
+def block_forward_variant(joint_attention=lesson07_mmdit._joint_attention_reference, order="ctx_first", **knobs):
+    """JointBlock.forward assembled from its parts as a learner writes it; ``knobs`` turn one thing of
+    ``lesson07_mmdit._block_variant`` (its defaults are right), ``order="image_first"`` concatenates [image; context]
+    (also right: attention does not care about the order of the keys)."""
+    def joint_block_forward(block, x, ctx, c_vec):
+        if knobs:
+            both = lesson07_mmdit._block_variant(block, x, ctx, c_vec, **knobs)
+            return both[:, :x.shape[1]], both[:, x.shape[1]:]
+        mods = {name: getattr(block, name).modulation(c_vec) for name in ("context", "image")}
+        qkv = {}
+        for name, tokens in (("context", ctx), ("image", x)):
+            stream, (shift_a, scale_a, *_) = getattr(block, name), mods[name]
+            qkv[name] = stream.qkv(blocks.modulate(stream.norm1(tokens), shift_a, scale_a))
+        names = ["image", "context"] if order == "image_first" else ["context", "image"]
+        attended = dict(zip(names, joint_attention([qkv[n] for n in names])))
+        outs = {}
+        for name, tokens in (("context", ctx), ("image", x)):
+            stream, (_, _, gate_a, shift_m, scale_m, gate_m) = getattr(block, name), mods[name]
+            tokens = tokens + gate_a[:, None] * stream.out(attended[name])
+            outs[name] = tokens + gate_m[:, None] * stream.mlp(blocks.modulate(stream.norm2(tokens), shift_m, scale_m))
+        return outs["image"], outs["context"]
+    return joint_block_forward
+
+
+JOINT_BLOCK_WRONG = [
+    ("separate attention per stream", block_forward_variant(joint=False), "separate_attention", "attend once"),
+    ("streams' weights swapped", block_forward_variant(swap_streams=True), "streams_swapped", "block.image"),
+    ("shift and scale swapped", block_forward_variant(chunk_order=(1, 0, 2, 4, 3, 5)), "shift_scale_swapped", "swapped"),
+    ("attention and MLP chunks swapped", block_forward_variant(chunk_order=(3, 4, 5, 0, 1, 2)), "chunks_misread",
+     "wrong order"),
+    ("no gates", block_forward_variant(gate=False), "missing_gate", "gate"),
+    ("no residual", block_forward_variant(residual=False), "missing_residual", "residual"),
+    ("MLP with the attention's modulation", block_forward_variant(mlp_mods="attention"), "mlp_uses_attention_modulation",
+     "shift_m"),
+    ("MLP in parallel", block_forward_variant(sequential=False), "parallel_mlp", "after the attention"),
+    ("u·scale + shift", block_forward_variant(one_plus=False), "modulate_without_one", "1 + scale"),
+    ("no LayerNorm", block_forward_variant(layer_norm=False), "missing_layer_norm", "norm1"),
+    ("no output projection", block_forward_variant(out_projection=False), "missing_out_projection", "out("),
+    ("QK-norm twice", block_forward_variant(qk_norm_twice=True), "qk_norm_twice", "twice"),
+    ("(ctx, x) returned", lambda block, x, ctx, c_vec: block_forward_variant()(block, x, ctx, c_vec)[::-1],
+     "outputs_swapped", "(x, ctx)"),
+    ("the block's own forward", lambda block, x, ctx, c_vec: block(x, ctx, c_vec), "used_finished_method", "parts"),
+    ("pre_attention and post_attention", lambda block, x, ctx, c_vec: (block.image.pre_attention(x, c_vec), ctx),
+     "used_finished_method", "parts"),
+    ("x alone returned", lambda block, x, ctx, c_vec: block_forward_variant()(block, x, ctx, c_vec)[0], None, "(x, ctx)"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", JOINT_BLOCK_WRONG, ids=[w[0] for w in JOINT_BLOCK_WRONG])
+def test_joint_block_forward_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("joint_block_forward", fn, keyword, capsys)
+    assert run_check("joint_block_forward", fn, capsys).mistake == mistake
+
+
+@pytest.mark.parametrize("order", ["ctx_first", "image_first"])
+def test_joint_block_forward_accepts_other_correct_forms(order, capsys):
+    assert run_check("joint_block_forward", block_forward_variant(order=order), capsys).passed
+
+
+def test_joint_block_forward_check_leaves_the_global_rng_alone(capsys):
+    state = torch.random.get_rng_state()
+    assert run_check("joint_block_forward", block_forward_variant(), capsys).passed
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 # ----------------------------------------------------------------------------- lesson 10

@@ -26,7 +26,7 @@ solution notebooks' check cells carry the same names, with their points, in thei
     lesson04_timesteps         sample_logit_normal, shift_time
     lesson05_embeddings        timestep_embedding, sincos_2d_positions
     lesson06_dit               patchify, unpatchify, modulate, cfg_combine
-    lesson07_mmdit             joint_attention, rms_norm
+    lesson07_mmdit             joint_attention, rms_norm, joint_block_forward
     lesson08_latent_space      latent_scale_shift, encode_for_diffusion, psnr
     lesson09_scaling_up        ema_over_steps, learning_rate, batch_indices
     lesson10_spelling          char_tokenize, encoder_drop_mask, build_context
@@ -47,7 +47,7 @@ from .lesson03_rectified_flow import (
 from .lesson04_timesteps import check_sample_logit_normal, check_shift_time
 from .lesson05_embeddings import check_sincos_2d_positions, check_timestep_embedding
 from .lesson06_dit import check_cfg_combine, check_modulate, check_patchify, check_unpatchify
-from .lesson07_mmdit import check_joint_attention, check_rms_norm
+from .lesson07_mmdit import check_joint_attention, check_joint_block_forward, check_rms_norm
 from .lesson08_latent_space import check_encode_for_diffusion, check_latent_scale_shift, check_psnr
 from .lesson09_scaling_up import check_batch_indices, check_ema_over_steps, check_learning_rate
 from .lesson10_spelling import check_build_context, check_char_tokenize, check_encoder_drop_mask
@@ -83,6 +83,7 @@ __all__ = [
     "check_cfg_combine",
     "check_joint_attention",
     "check_rms_norm",
+    "check_joint_block_forward",
     "check_latent_scale_shift",
     "check_encode_for_diffusion",
     "check_psnr",

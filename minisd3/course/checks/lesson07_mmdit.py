@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ... import attention
+from ... import attention, blocks
 from ...seeding import make_generator, randn
 from .core import Mistake, _call, _check, _compare
 
@@ -192,3 +192,150 @@ def check_rms_norm(rms_norm: Callable) -> None:
                               u / (mean_square() + 1e-6).sqrt() * gain))
         _compare(got, _rms_norm_reference(u, gain, e), mutations, formula="u / √(mean(u²) + ε) · g",
                  shape_hint="return a tensor shaped like u (normalise with keepdim=True)")
+
+
+# ---------------------------------------------------------------------------------------------
+# joint_block_forward (a whole piece: the MM-DiT block assembled from its parts)
+# ---------------------------------------------------------------------------------------------
+
+def _joint_block_reference(block: blocks.JointBlock, x: torch.Tensor, ctx: torch.Tensor,
+                           c_vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The package's :meth:`minisd3.blocks.JointBlock.forward`, run by a fresh block with the same weights (the
+    check's block refuses its finished methods)."""
+    state = torch.random.get_rng_state()
+    fresh = blocks.JointBlock(block.image.out.in_features, block.image.qkv.heads, qk_norm=True)  # its init draws
+    torch.random.set_rng_state(state)
+    fresh.load_state_dict(block.state_dict())
+    return fresh(x, ctx, c_vec)
+
+
+def _block_variant(block: blocks.JointBlock, x: torch.Tensor, ctx: torch.Tensor, c_vec: torch.Tensor, *,
+                   joint: bool = True, swap_streams: bool = False, chunk_order=(0, 1, 2, 3, 4, 5), gate: bool = True,
+                   residual: bool = True, mlp_mods: str = "mlp", sequential: bool = True, one_plus: bool = True,
+                   layer_norm: bool = True, out_projection: bool = True, qk_norm_twice: bool = False
+                   ) -> torch.Tensor:
+    """The MM-DiT block written out from its parts with one knob turned (the defaults are the package's
+    :meth:`minisd3.blocks.JointBlock.forward`); returns [x_out; ctx_out] concatenated along the sequence."""
+    image, context = (block.context, block.image) if swap_streams else (block.image, block.context)
+
+    def mod(u, shift, scale):
+        return u * (1 + scale[:, None]) + shift[:, None] if one_plus else u * scale[:, None] + shift[:, None]
+
+    def norm(layer, u):
+        return layer(u) if layer_norm else u
+
+    parts = []
+    for stream, tokens in ((context, ctx), (image, x)):
+        chunks = stream.modulation(c_vec)
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = (chunks[i] for i in chunk_order)
+        q, k, v = stream.qkv(mod(norm(stream.norm1, tokens), shift_a, scale_a))
+        if qk_norm_twice:
+            q, k = stream.qkv.q_norm(q), stream.qkv.k_norm(k)
+        parts.append((tokens, (q, k, v), (shift_a, scale_a, gate_a, shift_m, scale_m, gate_m), stream))
+    core = attention.AttentionCore()
+    if joint:
+        attended = attention.joint_attention(core, [p[1] for p in parts])
+    else:
+        attended = [attention.joint_attention(core, [p[1]])[0] for p in parts]
+    outs = []
+    for (tokens, _, (shift_a, scale_a, gate_a, shift_m, scale_m, gate_m), stream), a in zip(parts, attended):
+        update = stream.out(a) if out_projection else a
+        update = gate_a[:, None] * update if gate else update
+        h = tokens + update if residual else update
+        source = h if sequential else tokens
+        if mlp_mods == "attention":
+            m_in = mod(norm(stream.norm2, source), shift_a, scale_a)
+        else:
+            m_in = mod(norm(stream.norm2, source), shift_m, scale_m)
+        m = stream.mlp(m_in)
+        outs.append(h + (gate_m[:, None] * m if gate else m))
+    ctx_out, x_out = outs
+    return torch.cat([x_out, ctx_out], dim=1)
+
+
+class _NoShortcut(Mistake):
+    pass
+
+
+def _test_block(seed: int, dim: int = 32, heads: int = 4) -> blocks.JointBlock:
+    """A JointBlock with QK-norm whose every weight is random (the zero-initialised adaLN too, so that gates,
+    shifts and scales are not 0, and the QK-norm gains not 1), and whose finished methods refuse to run."""
+    torch.manual_seed(seed)  # the global RNG is restored by the caller
+    block = blocks.JointBlock(dim, heads, qk_norm=True)
+    with torch.no_grad():
+        for name, p in block.named_parameters():
+            p.copy_(0.4 * torch.randn_like(p) + (1.0 if name.endswith("norm.weight") else 0.0))
+
+    def refuse(what: str):
+        def method(*args, **kwargs):
+            raise _NoShortcut(f"called {what}, the block's finished method: assemble the block from its parts "
+                              "(modulation, norm1, qkv, out, norm2, mlp of each stream, and your joint_attention)",
+                              "used_finished_method")
+        return method
+
+    block.forward = refuse("block(…) / block.forward")
+    for stream_name in ("context", "image"):
+        stream = getattr(block, stream_name)
+        stream.pre_attention = refuse(f"block.{stream_name}.pre_attention")
+        stream.post_attention = refuse(f"block.{stream_name}.post_attention")
+    return block
+
+
+@_check("joint_block_forward", "matches minisd3.blocks.JointBlock.forward with the same weights")
+def check_joint_block_forward(joint_block_forward: Callable) -> None:
+    """Check ``joint_block_forward(block, x, ctx, c_vec)`` → (x, ctx) against :meth:`minisd3.blocks.JointBlock.forward`
+    on a block with QK-norm and random weights everywhere (so every gate, shift, scale and gain matters), 8 image
+    and 3 context tokens of width 32; the block's finished methods (forward, pre_/post_attention) refuse to run."""
+    state = torch.random.get_rng_state()
+    try:
+        block = _test_block(740)
+    finally:
+        torch.random.set_rng_state(state)
+    gen = make_generator(741)
+    x, ctx, c_vec = randn((2, 8, 32), gen), randn((2, 3, 32), gen), randn((2, 32), gen)
+    with torch.no_grad():
+        got = _call(joint_block_forward, "joint_block_forward", block, x, ctx, c_vec)
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise Mistake(f"should return the pair (x, ctx): the updated image tokens (B, N, D) and context tokens "
+                          f"(B, L, D), got {type(got).__name__}")
+        x_out, ctx_out = got
+        if all(isinstance(t, torch.Tensor) for t in got) and tuple(x_out.shape) == tuple(ctx.shape) \
+                and tuple(ctx_out.shape) == tuple(x.shape):
+            raise Mistake("returned (ctx, x): return the image tokens first, (x, ctx), as JointBlock.forward does",
+                          "outputs_swapped")
+        if not all(isinstance(t, torch.Tensor) for t in got):
+            raise Mistake("should return two tensors, (x, ctx)")
+        if tuple(x_out.shape) != tuple(x.shape) or tuple(ctx_out.shape) != tuple(ctx.shape):
+            raise Mistake(f"wrong shapes: expected x {tuple(x.shape)} and ctx {tuple(ctx.shape)}, got "
+                          f"{tuple(x_out.shape)} and {tuple(ctx_out.shape)}")
+
+        def variant(**knobs) -> torch.Tensor:
+            return _block_variant(block, x, ctx, c_vec, **knobs)
+
+        want = torch.cat(_joint_block_reference(block, x, ctx, c_vec), dim=1)
+        _compare(torch.cat([x_out, ctx_out], dim=1), want, [
+            ("separate_attention", "each stream attended only to itself: concatenate both streams' q, k, v along the "
+             "sequence and attend once (joint_attention), so words and patches see each other", variant(joint=False)),
+            ("streams_swapped", "each stream used the other's weights: the image tokens go through block.image, the "
+             "context tokens through block.context", variant(swap_streams=True)),
+            ("shift_scale_swapped", "shift and scale swapped: modulation(c_vec) gives (shift_a, scale_a, gate_a, "
+             "shift_m, scale_m, gate_m) in that order, and modulate(u) = u·(1 + scale) + shift",
+             variant(chunk_order=(1, 0, 2, 4, 3, 5))),
+            ("chunks_misread", "the six modulation vectors read in the wrong order: (shift_a, scale_a, gate_a) belong "
+             "to the attention, (shift_m, scale_m, gate_m) to the MLP", variant(chunk_order=(3, 4, 5, 0, 1, 2))),
+            ("missing_gate", "no gates: each residual update is multiplied by its gate, x + gate_a·out(attn) and "
+             "x + gate_m·mlp(…) (the zero-initialised gates make a new block the identity)", variant(gate=False)),
+            ("missing_residual", "no residual: add the gated update to the tokens, x ← x + gate_a·out(attn)",
+             variant(residual=False)),
+            ("mlp_uses_attention_modulation", "the MLP is modulated with the attention's shift and scale: it has "
+             "its own, shift_m and scale_m", variant(mlp_mods="attention")),
+            ("parallel_mlp", "the MLP read the tokens from before the attention: it comes after the attention's "
+             "residual, on the updated tokens", variant(sequential=False)),
+            ("modulate_without_one", "modulate is u·(1 + scale) + shift, not u·scale + shift", variant(one_plus=False)),
+            ("missing_layer_norm", "no LayerNorm before modulating: u = norm1(x) for the attention, norm2(x) for "
+             "the MLP", variant(layer_norm=False)),
+            ("missing_out_projection", "the attention output skipped the stream's output projection: "
+             "x + gate_a·out(attended)", variant(out_projection=False)),
+            ("qk_norm_twice", "QK-norm applied twice: the stream's qkv already returns normalised q and k",
+             variant(qk_norm_twice=True)),
+        ], formula="JointBlock.forward", shape_hint="return (x, ctx)", atol=1e-4, rtol=1e-4)

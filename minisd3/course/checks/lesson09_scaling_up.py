@@ -122,8 +122,11 @@ def check_learning_rate(learning_rate: Callable) -> None:
     ``max_steps``, against the engine's schedule, with and without a warm-up."""
     for lr, warmup, max_steps in _LR_CASES:
         steps = list(range(0, max_steps + 6))
-        got = torch.tensor([_as_number(_call(learning_rate, "learning_rate", s, lr, warmup, max_steps), "learning_rate")
-                            for s in steps], dtype=torch.float64)
+        hint = (f"here warmup_steps = {warmup} and max_steps = {max_steps}"
+                + (": warmup_steps = 0 means no warm-up, so test step < warmup_steps before dividing by it"
+                   if warmup == 0 else ""))
+        got = torch.tensor([_as_number(_call(learning_rate, "learning_rate", s, lr, warmup, max_steps, hint=hint),
+                                       "learning_rate") for s in steps], dtype=torch.float64)
         want = torch.tensor([_learning_rate_reference(s, lr, warmup, max_steps) for s in steps], dtype=torch.float64)
 
         def schedule(warm: Callable[[int], float] | None = None, **cosine) -> torch.Tensor:

@@ -26,6 +26,7 @@ from minisd3.course.checks import (
     lesson02_ddpm,
     lesson03_rectified_flow,
     lesson05_embeddings,
+    lesson06_dit,
     lesson07_mmdit,
     lesson08_latent_space,
     lesson09_scaling_up,
@@ -57,6 +58,7 @@ REFERENCES = {
     "unpatchify": patches.unpatchify,
     "modulate": blocks.modulate,
     "cfg_combine": guidance.cfg_combine,
+    "guided_sample": lesson06_dit._guided_sample_reference,
     "joint_attention": lesson07_mmdit._joint_attention_reference,
     "rms_norm": lesson07_mmdit._rms_norm_reference,
     "joint_block_forward": lesson07_mmdit._joint_block_reference,
@@ -614,6 +616,61 @@ def test_modulate_mistakes(fn, keyword, capsys):
 ])
 def test_cfg_combine_mistakes(fn, keyword, capsys):
     assert_rejects("cfg_combine", fn, keyword, capsys)
+
+
+def guided_variant(combine="right", null="null", sign=-1.0, at_end=False, step_size=True, reverse=False, calls="two",
+                   trajectory=False, pass_labels=True, scalar_t=False):
+    """A class-conditional Euler sampler with classifier-free guidance as a learner writes it, one knob turned (the
+    defaults and ``calls="batched"`` are right)."""
+    def guided_sample(model, noise, labels, null_label, w, steps):
+        null_labels = {"null": torch.full_like(labels, null_label), "zero": torch.zeros_like(labels),
+                       "cond": labels}[null]
+        times = torch.linspace(0, 1, steps + 1) if reverse else torch.linspace(1, 0, steps + 1)
+        z, path = noise, [noise]
+        for t, t_next in zip(times[:-1], times[1:]):
+            when = t_next if at_end else t
+            tt = when if scalar_t else when.expand(z.shape[0])
+            if calls == "batched":
+                both = model(torch.cat([z, z]), torch.cat([tt, tt]), torch.cat([null_labels, labels]))
+                v_u, v_c = both.chunk(2)
+            elif not pass_labels:
+                v_u, v_c = model(z, tt), model(z, tt)
+            else:
+                v_u, v_c = model(z, tt, null_labels), model(z, tt, labels)
+            v = {"right": v_u + w * (v_c - v_u), "swapped": v_c + w * (v_u - v_c), "cond": v_c,
+                 "no_difference": v_u + w * v_c, "plus_one": v_c + w * (v_c - v_u)}[combine]
+            z = z + sign * (1.0 / steps if step_size else 1.0) * v
+            path.append(z)
+        return torch.stack(path) if trajectory else z
+    return guided_sample
+
+
+GUIDED_SAMPLE_WRONG = [
+    ("v_y and v_∅ swapped", guided_variant(combine="swapped"), "cond_uncond_swapped", "swapped"),
+    ("w ignored (conditional only)", guided_variant(combine="cond"), "w_ignored", "w is ignored"),
+    ("v_∅ + w·v_y", guided_variant(combine="no_difference"), "missing_difference", "difference"),
+    ("(1 + w) convention", guided_variant(combine="plus_one"), "w_plus_one_convention", "(1 + w)"),
+    ("null class 0", guided_variant(null="zero"), "wrong_null_label", "null_label"),
+    ("labels for both predictions", guided_variant(null="cond"), "no_unconditional", "null class"),
+    ("no labels passed", guided_variant(pass_labels=False), "labels_missing", "labels"),
+    ("Euler sign flipped", guided_variant(sign=1.0), "sign_flipped", "sign"),
+    ("velocity at the step's end", guided_variant(at_end=True), "velocity_at_step_end", "start of the step"),
+    ("no step size", guided_variant(step_size=False), "missing_step_size", "step size"),
+    ("time reversed", guided_variant(reverse=True), "time_reversed", "backwards"),
+    ("scalar t", guided_variant(scalar_t=True), "time_wrong_shape", "shape"),
+    ("whole path returned", guided_variant(trajectory=True), None, "final samples"),
+]
+
+
+@pytest.mark.parametrize("what, fn, mistake, keyword", GUIDED_SAMPLE_WRONG, ids=[w[0] for w in GUIDED_SAMPLE_WRONG])
+def test_guided_sample_mistakes(what, fn, mistake, keyword, capsys):
+    assert_rejects("guided_sample", fn, keyword, capsys)
+    assert run_check("guided_sample", fn, capsys).mistake == mistake
+
+
+@pytest.mark.parametrize("calls", ["two", "batched"])
+def test_guided_sample_accepts_other_correct_forms(calls, capsys):
+    assert run_check("guided_sample", guided_variant(calls=calls), capsys).passed
 
 
 # ----------------------------------------------------------------------------- lesson 07

@@ -25,7 +25,7 @@ solution notebooks' check cells carry the same names, with their points, in thei
     lesson03_rectified_flow    interpolate, velocity_target, euler_sample, straightness, reflow_loss
     lesson04_timesteps         sample_logit_normal, shift_time
     lesson05_embeddings        timestep_embedding, sincos_2d_positions
-    lesson06_dit               patchify, unpatchify, modulate, cfg_combine
+    lesson06_dit               patchify, unpatchify, modulate, cfg_combine, guided_sample
     lesson07_mmdit             joint_attention, rms_norm, joint_block_forward
     lesson08_latent_space      latent_scale_shift, encode_for_diffusion, psnr
     lesson09_scaling_up        ema_over_steps, learning_rate, batch_indices
@@ -46,7 +46,13 @@ from .lesson03_rectified_flow import (
 )
 from .lesson04_timesteps import check_sample_logit_normal, check_shift_time
 from .lesson05_embeddings import check_sincos_2d_positions, check_timestep_embedding
-from .lesson06_dit import check_cfg_combine, check_modulate, check_patchify, check_unpatchify
+from .lesson06_dit import (
+    check_cfg_combine,
+    check_guided_sample,
+    check_modulate,
+    check_patchify,
+    check_unpatchify,
+)
 from .lesson07_mmdit import check_joint_attention, check_joint_block_forward, check_rms_norm
 from .lesson08_latent_space import check_encode_for_diffusion, check_latent_scale_shift, check_psnr
 from .lesson09_scaling_up import check_batch_indices, check_ema_over_steps, check_learning_rate
@@ -81,6 +87,7 @@ __all__ = [
     "check_unpatchify",
     "check_modulate",
     "check_cfg_combine",
+    "check_guided_sample",
     "check_joint_attention",
     "check_rms_norm",
     "check_joint_block_forward",

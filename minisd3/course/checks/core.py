@@ -36,7 +36,7 @@ LESSON_CHECKS: dict[str, tuple[str, ...]] = {
     "03_rectified_flow": ("interpolate", "velocity_target", "euler_sample", "straightness", "reflow_loss"),
     "04_timestep_sampling": ("sample_logit_normal", "shift_time"),
     "05_sinusoidal_embeddings": ("timestep_embedding", "sincos_2d_positions"),
-    "06_patchify_dit": ("patchify", "unpatchify", "modulate", "cfg_combine"),
+    "06_patchify_dit": ("patchify", "unpatchify", "modulate", "cfg_combine", "guided_sample"),
     "07_mmdit_qknorm": ("joint_attention", "rms_norm", "joint_block_forward"),
     "08_latent_space": ("latent_scale_shift", "encode_for_diffusion", "psnr"),
     "09_scaling_up": ("ema_over_steps", "learning_rate", "batch_indices"),

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import torch
 from einops import rearrange
 
-from ... import blocks, guidance, patches
+from ... import blocks, guidance, patches, rectified_flow
 from ...seeding import make_generator, randn
-from .core import Mistake, _call, _check, _compare
+from .core import Mistake, _call, _check, _compare, _curved_field
 
 _PLAIN_RESHAPE = ("a plain reshape does not cut patches: it groups pixels that are neighbours in memory (runs of a "
                   "row), not p×p squares; split H into (H/p, p) and W into (W/p, p), permute to "
@@ -138,3 +138,112 @@ def check_cfg_combine(cfg_combine: Callable) -> None:
              "started from v_cond: v_cond + w·(v_cond − v_uncond) is guidance with scale w + 1; in this course "
              "w = 1 must give the conditional model, so start from v_uncond", v_c + w * (v_c - v_u)),
         ], formula="v_uncond + w·(v_cond − v_uncond)")
+
+
+# ---------------------------------------------------------------------------------------------
+# guided_sample (a whole piece: a class-conditional sampler with classifier-free guidance)
+# ---------------------------------------------------------------------------------------------
+
+def _guided_sample_reference(model: Callable, noise: torch.Tensor, labels: torch.Tensor, null_label: int, w: float,
+                             steps: int) -> torch.Tensor:
+    """The package's class-conditional sampler: Euler (:func:`minisd3.rectified_flow.sample`) on
+    :func:`minisd3.guidance.guided_field` with the labels as the condition and ``null_label`` as the null one."""
+    null = torch.full_like(labels, null_label)
+    return rectified_flow.sample(guidance.guided_field(model, (labels,), (null,), w), noise, steps)
+
+
+class _ClassField:
+    """A known class-conditional field v(z, t, y) standing in for a DiT; it records every call's (t, y) and insists
+    on t being a float (B,) tensor and y an integer (B,) tensor, as ``DiT.forward(x, t, labels)`` does."""
+
+    def __init__(self, num_classes: int, shape: tuple[int, ...], seed: int):
+        gen = make_generator(seed)
+        self.offsets = randn((num_classes + 1, *shape), gen)
+        self.gains = 0.5 + torch.rand(num_classes + 1, generator=gen)
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def field(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        gain = self.gains[labels].reshape(-1, *[1] * (z.ndim - 1))
+        return gain * _curved_field(z, t) + self.offsets[labels]
+
+    def __call__(self, z: torch.Tensor, t, labels=None) -> torch.Tensor:
+        batch = z.shape[0]
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (batch,) or not t.is_floating_point():
+            raise Mistake(f"the model got t = {t!r}; give it a float tensor of shape ({batch},), one time per sample "
+                          f"(e.g. torch.full(({batch},), t))", "time_wrong_shape")
+        if labels is None:
+            raise Mistake("the model got no labels: pass the class labels for v(z, t | y) and a tensor filled with "
+                          "null_label for v(z, t | ∅), model(z, t, labels)", "labels_missing")
+        if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (batch,) or labels.is_floating_point():
+            raise Mistake(f"the model's labels should be an integer tensor of shape ({batch},), one class per sample "
+                          f"(torch.full_like(labels, null_label) for the null class), got {labels!r}", "labels_wrong")
+        self.calls.append((t.detach().clone(), labels.detach().clone()))
+        return self.field(z, t.to(z.dtype), labels)
+
+
+def _guided_variant(field: Callable, noise: torch.Tensor, labels: torch.Tensor, null_label: int, w: float, steps: int,
+                    combine=lambda u, c, w: u + w * (c - u), sign: float = -1.0, at_end: bool = False,
+                    step_size: bool = True) -> torch.Tensor:
+    """Euler with classifier-free guidance with one knob turned (the defaults are the reference)."""
+    null = torch.full_like(labels, null_label)
+    grid = torch.linspace(1.0, 0.0, steps + 1)
+    z = noise
+    for t, t_next in zip(grid[:-1], grid[1:]):
+        tt = (t_next if at_end else t).expand(z.shape[0])
+        v = combine(field(z, tt, null), field(z, tt, labels), w)
+        z = z + sign * ((t - t_next) if step_size else 1.0) * v
+    return z
+
+
+@_check("guided_sample", "matches Euler on minisd3.guidance.guided_field: v_∅ + w·(v_y − v_∅) at every step")
+def check_guided_sample(guided_sample: Callable) -> None:
+    """Check ``guided_sample(model, noise, labels, null_label, w, steps)`` → the final samples against Euler on the
+    package's guided field (:func:`minisd3.guidance.guided_field`), on a recording class-conditional field: points
+    and 1×4×4 images, w = 3 and w = 0.5 (and w = 1, where the unconditional prediction may be skipped). Either two
+    calls per step or one call on the doubled batch passes."""
+    num_classes, null_label = 5, 5
+    gen = make_generator(660)
+    for shape, w, steps in (((24, 2), 3.0, 4), ((6, 1, 4, 4), 0.5, 3), ((12, 2), 1.0, 2)):
+        model = _ClassField(num_classes, shape[1:], 661)
+        noise = randn(shape, gen)
+        labels = torch.arange(shape[0]) % (num_classes - 1) + 1  # classes 1 … 4: 0 is never a real label here
+        got = _call(guided_sample, "guided_sample", model, noise, labels, null_label, w, steps)
+        if not model.calls:
+            raise Mistake("never called the model", "model_not_called")
+        times = torch.cat([t for t, _ in model.calls])
+        seen = torch.cat([y for _, y in model.calls])
+        if w != 1.0:
+            if not (seen == null_label).any():
+                if ((seen != null_label) & ~torch.isin(seen, labels)).any():
+                    raise Mistake(f"the unconditional prediction used labels {sorted(set(seen.tolist()) - set(labels.tolist()))}"
+                                  f": the null class is null_label (here {null_label}, one past the last class), "
+                                  "torch.full_like(labels, null_label)", "wrong_null_label")
+                raise Mistake("the model never got the null class: guidance needs v(z, t | ∅) from "
+                              "model(z, t, torch.full_like(labels, null_label)) beside v(z, t | y)", "no_unconditional")
+            if not torch.isin(labels, seen).all():
+                raise Mistake("the model never got the class labels: v(z, t | y) is model(z, t, labels)", "labels_ignored")
+        if float(times[0]) < 0.5:
+            raise Mistake("time running backwards: sampling starts at t = 1 (noise) and steps down to t = 0 (data)",
+                          "time_reversed")
+
+        def variant(**knobs) -> torch.Tensor:
+            return _guided_variant(model.field, noise, labels, null_label, w, steps, **knobs)
+
+        want = _guided_sample_reference(model.field, noise, labels, null_label, w, steps)
+        _compare(got, want, [
+            ("cond_uncond_swapped", "v_y and v_∅ swapped: v_w = v_∅ + w·(v_y − v_∅) starts from the unconditional "
+             "prediction and moves w times towards the conditional one", variant(combine=lambda u, c, w: c + w * (u - c))),
+            ("w_ignored", f"w is ignored: this is the conditional model alone (w = 1); here w = {w:g}, "
+             "v_w = v_∅ + w·(v_y − v_∅)", variant(combine=lambda u, c, w: c)),
+            ("missing_difference", "v_∅ + w·v_y: guidance scales the difference, v_∅ + w·(v_y − v_∅)",
+             variant(combine=lambda u, c, w: u + w * c)),
+            ("w_plus_one_convention", "v_y + w·(v_y − v_∅) is the (1 + w) convention of some papers; the course's w "
+             "multiplies the difference from v_∅: v_w = v_∅ + w·(v_y − v_∅)",
+             variant(combine=lambda u, c, w: c + w * (c - u))),
+            ("sign_flipped", "Euler's sign flipped: from t to t − Δ the step is z ← z − Δ·v_w(z, t)", variant(sign=1.0)),
+            ("velocity_at_step_end", "evaluated the model at the end of each step (t − Δ); Euler uses the velocity at "
+             "the start of the step, t", variant(at_end=True)),
+            ("missing_step_size", f"forgot the step size: z ← z − Δ·v_w with Δ = 1/steps (here 1/{steps})",
+             variant(step_size=False)),
+        ], formula="Euler on v_w = v_∅ + w·(v_y − v_∅) from t = 1 down to 0",
+            shape_hint="return only the final samples (shape of the noise), not the whole path")

@@ -4,6 +4,7 @@ what solutions/ generates. Each notebook runs once here, through the grader (mod
 the grader itself is tested on tiny notebooks in test_grading.py."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -159,3 +160,78 @@ def test_exercises_command_regenerates_and_checks(tmp_path, capsys):
     assert not (exercises / "99_orphan.ipynb").exists()
     assert main(["exercises", "--solutions", str(tmp_path / "missing")]) == 2
     assert "solutions_dir" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- stubs point to the task, they do not answer
+
+_SYMBOLS = {"·": "*", "×": "*", "−": "-", "–": "-", "′": "'", "²": "**2", "√": "sqrt", "½": "0.5",
+            "α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta", "Δ": "delta", "ε": "eps", "θ": "theta",
+            "λ": "lambda", "μ": "mu", "σ": "sigma", "τ": "tau", "ω": "omega"}
+
+
+def _normalised(text: str) -> str:
+    """Code or a comment in one comparable form: the comment's maths as Python (α·t → alpha*t), no
+    `torch.`/`F.`/`math.` prefixes, no whitespace, lower case."""
+    for symbol, word in _SYMBOLS.items():
+        text = text.replace(symbol, word)
+    text = re.sub(r"\b(?:torch|F|math|np)\.", "", text)
+    return re.sub(r"\s+", "", text).lower()
+
+
+def solution_blocks(nb: nbformat.NotebookNode):
+    """(cell index, stub message, code lines) of every solution block of a solution notebook, in order."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        lines = cell.source.split("\n")
+        starts = [i for i, line in enumerate(lines) if line.strip() == "### BEGIN SOLUTION"]
+        for start in starts:
+            end = next(j for j in range(start, len(lines)) if lines[j].strip() == "### END SOLUTION")
+            message = lines[start + 1].strip().lstrip("#").strip()
+            code = [line.strip() for line in lines[start + 2:end] if line.strip() and not line.strip().startswith("#")]
+            yield index, message, code
+
+
+def answer_in_message(message: str, code: list[str]) -> list[str]:
+    """The pieces of the solution's own code that the stub's message spells out: a whole line of it, or the
+    expression of one of its ``return`` lines (both compared in :func:`_normalised` form)."""
+    said = _normalised(message)
+    pieces = [line for line in code if len(_normalised(line)) >= 5]
+    pieces += [line[len("return "):] for line in code if line.startswith("return ")
+               and len(_normalised(line[len("return "):])) >= 3]
+    return [piece for piece in pieces if _normalised(piece) in said]
+
+
+def test_answer_in_message_catches_the_old_stubs():
+    # the stubs of practice 04 and 06 before issue 15: the comment was the solution in maths notation
+    assert answer_in_message("return α·t / (1 + (α − 1)·t)", ["return alpha * t / (1 + (alpha - 1) * t)"])
+    assert answer_in_message("return v_uncond + w·(v_cond − v_uncond)", ["return v_uncond + w * (v_cond - v_uncond)"])
+    assert answer_in_message("draw n standard normals with the generator and return sigmoid(m + s·normals)",
+                             ["normals = torch.randn(n, generator=generator)", "return torch.sigmoid(m + s * normals)"])
+    assert not answer_in_message("Exercise 2, write this function: see the task above",
+                                 ["return alpha * t / (1 + (alpha - 1) * t)"])
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_stub_messages_point_to_the_task_and_do_not_spell_the_answer(lesson):
+    nb = nbformat.read(SOLUTIONS / f"{lesson}.ipynb", as_version=4)
+    blocks = list(solution_blocks(nb))
+    assert blocks and [message for _, message, _ in blocks] == stub_messages(
+        nbformat.read(EXERCISES / f"{lesson}.ipynb", as_version=4))
+    for index, message, code in blocks:
+        assert "see the task above" in message, f"{lesson} cell {index}: the stub should point to the task: {message!r}"
+        assert answer_in_message(message, code) == [], f"{lesson} cell {index}: the stub spells the answer: {message!r}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_exercise_states_difficulty_and_time_and_hints_are_collapsed(lesson):
+    nb = nbformat.read(SOLUTIONS / f"{lesson}.ipynb", as_version=4)
+    for index, _, _ in solution_blocks(nb):
+        task = next((cell.source for cell in reversed(nb.cells[:index])
+                     if cell.cell_type == "markdown" and cell.source.startswith("## Exercise")), None)
+        assert task is not None, f"{lesson} cell {index}: no '## Exercise' cell above the exercise"
+        heading = task.split("\n", 1)[0]
+        assert re.search(r"★{1,3}", heading) and re.search(r"\d+ minutes", heading), \
+            f"{lesson}: the heading should give a difficulty (★ to ★★★) and minutes: {heading!r}"
+    hints = [cell for cell in nb.cells if cell.cell_type == "markdown" and cell.source.lstrip("*_ ").startswith("Hint")]
+    assert all(cell.metadata.get("jupyter", {}).get("source_hidden") for cell in hints), f"{lesson}: a hint cell is not collapsed"

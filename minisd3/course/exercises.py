@@ -1,16 +1,18 @@
 """Practice notebooks: exercises/ generated from solutions/ (the single source).
 
 ``solutions/NN_name.ipynb`` is the single source. In its code cells each answer sits between
-nbgrader's markers, and the block's first line is a comment saying what to implement::
+nbgrader's markers, and the block's first line is a comment pointing to the task (the markdown cell
+above states the task, signature, shapes and equation; the comment must not spell the answer, which
+tests/test_exercises.py checks)::
 
         ### BEGIN SOLUTION
-        # return x_k = √ᾱ_k·x0 + √(1 − ᾱ_k)·ε
+        # Exercise 1, write this function: see the task above
         ...
         ### END SOLUTION
 
 ``exercises/NN_name.ipynb`` keeps every other line and puts, at the marker's indentation::
 
-        raise NotImplementedError("return x_k = √ᾱ_k·x0 + √(1 − ᾱ_k)·ε")
+        raise NotImplementedError("Exercise 1, write this function: see the task above")
 
 Exercises are written without outputs, execution counts or run metadata, so the same solutions
 always give the same bytes, and ``python -m minisd3 exercises --check`` can tell when exercises/

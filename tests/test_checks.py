@@ -65,6 +65,7 @@ REFERENCES = {
     "latent_scale_shift": lesson08_latent_space._latent_scale_shift_reference,
     "encode_for_diffusion": lesson08_latent_space._encode_for_diffusion_reference,
     "psnr": lesson08_latent_space._psnr_reference,
+    "sample_and_kl": lesson08_latent_space._sample_and_kl_reference,
     "ema_over_steps": lesson09_scaling_up._ema_over_steps_reference,
     "learning_rate": lesson09_scaling_up._learning_rate_reference,
     "batch_indices": lesson09_scaling_up._batch_indices_reference,
@@ -2043,6 +2044,40 @@ LESSON08_09_WRONG = [
 ]
 
 
+def sample_kl_variant(scale="sigma", mean_term=True, kl="mean", order="right"):
+    """sample_and_kl as a learner writes it (``sigma`` and ``mean`` are right)."""
+    def sample_and_kl(mean, logvar, noise):
+        std = {"sigma": torch.exp(0.5 * logvar), "variance": logvar.exp(), "logvar": logvar,
+               "own_noise": torch.exp(0.5 * logvar)}[scale]
+        drawn = torch.randn_like(mean) if scale == "own_noise" else noise
+        z = (mean if mean_term else 0) + std * drawn
+        terms = 0.5 * (mean**2 + logvar.exp() - 1 - logvar)
+        value = {"mean": terms.mean(), "sum": terms.sum(), "per_image_sum": terms.flatten(1).sum(1).mean(),
+                 "no_half": 2 * terms.mean(), "sigma": (0.5 * (mean**2 + (0.5 * logvar).exp() - 1 - logvar)).mean(),
+                 "logvar_sign": (0.5 * (mean**2 + logvar.exp() - 1 + logvar)).mean(), "negated": -terms.mean(),
+                 "per_image": terms.flatten(1).sum(1),
+                 "log_sigma": (0.5 * (mean**2 + logvar.exp() - 1 - 0.5 * logvar)).mean()}[kl]
+        return (value, z) if order == "swapped" else (z, value)
+    return sample_and_kl
+
+
+LESSON08_09_WRONG += [
+    ("sample_and_kl", "σ² for σ", sample_kl_variant(scale="variance"), "std_is_variance", "exp(½·log σ²)"),
+    ("sample_and_kl", "log σ² for σ", sample_kl_variant(scale="logvar"), "logvar_as_std", "log σ² itself"),
+    ("sample_and_kl", "no mean in z", sample_kl_variant(mean_term=False), "missing_mean", "μ + σ·n"),
+    ("sample_and_kl", "its own noise", sample_kl_variant(scale="own_noise"), "ignores_noise", "noise you are given"),
+    ("sample_and_kl", "returned (kl, z)", sample_kl_variant(order="swapped"), "order_swapped", "order"),
+    ("sample_and_kl", "KL summed", sample_kl_variant(kl="sum"), "kl_sum_not_mean", "mean over every"),
+    ("sample_and_kl", "KL summed per image", sample_kl_variant(kl="per_image_sum"), "kl_sum_per_image", "each image"),
+    ("sample_and_kl", "KL without ½", sample_kl_variant(kl="no_half"), "kl_missing_half", "½"),
+    ("sample_and_kl", "KL with σ for σ²", sample_kl_variant(kl="sigma"), "kl_sigma_not_variance", "σ²"),
+    ("sample_and_kl", "KL + log σ²", sample_kl_variant(kl="logvar_sign"), "kl_logvar_sign", "sign"),
+    ("sample_and_kl", "KL negated", sample_kl_variant(kl="negated"), "kl_negated", "≥ 0"),
+    ("sample_and_kl", "one KL per image", sample_kl_variant(kl="per_image"), "kl_per_image", "one number"),
+    ("sample_and_kl", "log σ for log σ² in the KL", sample_kl_variant(kl="log_sigma"), None, "KL"),
+]
+
+
 @pytest.mark.parametrize("name, what, fn, mistake, keyword", LESSON08_09_WRONG,
                          ids=[f"{w[0]}: {w[1]}" for w in LESSON08_09_WRONG])
 def test_lesson08_09_mistakes(name, what, fn, mistake, keyword, capsys):
@@ -2078,3 +2113,15 @@ def _ema_lerp(ema, weights, ema_decay, first_step):
     for i, theta in enumerate(weights):
         ema = torch.lerp(ema, theta, 1 - ema_decay_at(first_step + i, ema_decay))
     return ema
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("sample_and_kl", lambda m, lv, n: (m + lv.exp().sqrt() * n,
+                                        torch.distributions.kl_divergence(torch.distributions.Normal(m, (0.5 * lv).exp()),
+                                                                          torch.distributions.Normal(0.0, 1.0)).mean())),
+    ("sample_and_kl", lambda m, lv, n: (torch.addcmul(m, (0.5 * lv).exp(), n),
+                                        float(-0.5 * torch.mean(1 + lv - m.pow(2) - lv.exp())))),
+])
+def test_lesson08_09_new_exercises_accept_other_correct_forms(name, fn, capsys):
+    result = run_check(name, fn, capsys)
+    assert result.passed, result.message

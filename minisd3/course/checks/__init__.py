@@ -27,7 +27,7 @@ solution notebooks' check cells carry the same names, with their points, in thei
     lesson05_embeddings        timestep_embedding, sincos_2d_positions
     lesson06_dit               patchify, unpatchify, modulate, cfg_combine, guided_sample
     lesson07_mmdit             joint_attention, rms_norm, joint_block_forward
-    lesson08_latent_space      latent_scale_shift, encode_for_diffusion, psnr
+    lesson08_latent_space      latent_scale_shift, encode_for_diffusion, psnr, sample_and_kl
     lesson09_scaling_up        ema_over_steps, learning_rate, batch_indices
     lesson10_spelling          char_tokenize, encoder_drop_mask, build_context
     lesson11_data_preferences_scale   mix_captions, validation_loss, dpo_objective, dpo_errors
@@ -54,7 +54,12 @@ from .lesson06_dit import (
     check_unpatchify,
 )
 from .lesson07_mmdit import check_joint_attention, check_joint_block_forward, check_rms_norm
-from .lesson08_latent_space import check_encode_for_diffusion, check_latent_scale_shift, check_psnr
+from .lesson08_latent_space import (
+    check_encode_for_diffusion,
+    check_latent_scale_shift,
+    check_psnr,
+    check_sample_and_kl,
+)
 from .lesson09_scaling_up import check_batch_indices, check_ema_over_steps, check_learning_rate
 from .lesson10_spelling import check_build_context, check_char_tokenize, check_encoder_drop_mask
 from .lesson11_data_preferences_scale import (
@@ -94,6 +99,7 @@ __all__ = [
     "check_latent_scale_shift",
     "check_encode_for_diffusion",
     "check_psnr",
+    "check_sample_and_kl",
     "check_ema_over_steps",
     "check_learning_rate",
     "check_batch_indices",

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from ...autoencoder import AutoencoderConfig, SmallAutoencoder
+from ...autoencoder import kl_divergence as _package_kl
 from ...autoencoder import psnr as _package_psnr
 from ...seeding import make_generator, rand, randn
 from .core import Mistake, _as_number, _call, _check, _compare, _near
@@ -261,3 +262,88 @@ def check_psnr(psnr: Callable) -> None:
 def _psnr_reference(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
     """:func:`minisd3.autoencoder.psnr` with L = 2."""
     return _package_psnr(images, reconstructions, data_range=2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# sample_and_kl
+# ---------------------------------------------------------------------------------------------
+
+def _sample_and_kl_reference(mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor):
+    """(z, KL): z = μ + exp(½·log σ²)·n, KL = mean over every element of ½(μ² + σ² − 1 − log σ²), as
+    :meth:`minisd3.autoencoder.SmallAutoencoder.forward` and :func:`minisd3.autoencoder.kl_divergence`."""
+    return mean + torch.exp(0.5 * logvar) * noise, _package_kl(mean, logvar)
+
+
+_SAMPLE_FORMULA = "z = μ + σ·n, σ = exp(½·log σ²)"
+_KL_FORMULA = "KL = mean over every element of ½(μ² + σ² − 1 − log σ²)"
+
+
+@_check("sample_and_kl", "z = μ + exp(½·log σ²)·n and KL = mean of ½(μ² + σ² − 1 − log σ²), as the package")
+def check_sample_and_kl(sample_and_kl: Callable) -> None:
+    """Check ``sample_and_kl(mean, logvar, noise)`` → ``(z, kl)`` on (B, c, h, w) moments whose log-variances are
+    far from 0 and differ from image to image: z the reparameterised sample μ + σ·n, kl one number, the mean over
+    every latent element of KL(N(μ, σ²) ‖ N(0, 1)), as the package's autoencoder computes them."""
+    gen = make_generator(807)
+    mean = 1.5 * randn((4, 4, 3, 3), gen)
+    logvar = -3.0 + 2.5 * randn((4, 4, 3, 3), gen) + torch.arange(4.0)[:, None, None, None]
+    noise = randn(mean.shape, gen)
+    got = _call(sample_and_kl, "sample_and_kl", mean.clone(), logvar.clone(), noise.clone())
+    if isinstance(got, torch.Tensor) or not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise Mistake("should return two things, (z, kl): the sample and the KL term")
+    z, kl = got
+    m, lv, n = mean.double(), logvar.double(), noise.double()
+    want_z, want_kl = _sample_and_kl_reference(m, lv, n)
+    if (not isinstance(z, torch.Tensor) or z.numel() == 1) and isinstance(kl, torch.Tensor) and kl.shape == mean.shape:
+        raise Mistake("returned (kl, z): return them in the order (z, kl)", "order_swapped")
+    sigma = torch.exp(0.5 * lv)
+    sample_mutations = [
+        ("std_is_variance", "multiplied the noise by σ² = exp(log σ²): the standard deviation is σ = exp(½·log σ²)",
+         m + torch.exp(lv) * n),
+        ("logvar_as_std", "multiplied the noise by log σ² itself: σ = exp(½·log σ²)", m + lv * n),
+        ("std_not_exponentiated", "multiplied the noise by ½·log σ²: exponentiate it, σ = exp(½·log σ²)", m + 0.5 * lv * n),
+        ("missing_mean", "the mean is missing: z = μ + σ·n", sigma * n),
+        ("returned_mean", "returned the mean, not a sample: z = μ + σ·n with the noise you are given", m),
+    ]
+    try:
+        _compare(z, want_z, sample_mutations, formula=_SAMPLE_FORMULA, atol=1e-4,
+                 shape_hint="z has the shape of mean, (B, c, h, w)")
+    except Mistake as err:
+        if err.mistake is None and isinstance(z, torch.Tensor) and z.shape == mean.shape:
+            drawn = ((z.detach().double() - m) / sigma).flatten()
+            if 0.6 < float(drawn.std()) < 1.5 and float(torch.corrcoef(torch.stack([drawn, n.flatten()]))[0, 1]) < 0.5:
+                raise Mistake("z = μ + σ·(noise of your own): use the noise you are given, z = μ + σ·noise, so that "
+                              "the sample is reproducible and the check can follow it", "ignores_noise") from None
+        raise
+    if isinstance(kl, torch.Tensor) and kl.numel() == mean.shape[0] and kl.numel() != 1:
+        per_image = (0.5 * (m**2 + lv.exp() - 1 - lv)).flatten(1)
+        if torch.allclose(kl.detach().double().flatten(), per_image.sum(1), rtol=1e-4):
+            raise Mistake("returned one KL per image, summed over its elements: the package's KL is one number, "
+                          "the mean over every latent element", "kl_per_image")
+        raise Mistake("returned one KL per image: the package's KL is one number, the mean over every latent element",
+                      "kl_per_image")
+    value = _as_number(kl, "sample_and_kl's kl")
+    want = float(want_kl)
+    if _near(value, want):
+        return
+    terms = 0.5 * (m**2 + lv.exp() - 1 - lv)
+    variants = [
+        ("kl_sum_not_mean", "summed the KL over the elements: the package takes the mean over every latent element",
+         float(terms.sum())),
+        ("kl_sum_per_image", "summed over each image's elements and averaged over the batch: the package takes the "
+         "mean over every element", float(terms.flatten(1).sum(1).mean())),
+        ("kl_missing_half", "the factor ½ is missing: KL = ½(μ² + σ² − 1 − log σ²)", float(2 * terms.mean())),
+        ("kl_sigma_not_variance", "used σ where the formula has σ²: KL = ½(μ² + σ² − 1 − log σ²), σ² = exp(log σ²)",
+         float((0.5 * (m**2 + sigma - 1 - lv)).mean())),
+        ("kl_logvar_sign", "the sign of log σ² is flipped: KL = ½(μ² + σ² − 1 − log σ²)",
+         float((0.5 * (m**2 + lv.exp() - 1 + lv)).mean())),
+        ("kl_missing_mean_term", "the μ² term is missing: KL = ½(μ² + σ² − 1 − log σ²)",
+         float((0.5 * (lv.exp() - 1 - lv)).mean())),
+        ("kl_negated", "the KL is negative: KL = ½(μ² + σ² − 1 − log σ²) ≥ 0 (the negative is the ELBO's term)",
+         -want),
+        ("kl_of_sample", "used the sample z in place of μ: the KL is a closed form of μ and log σ²",
+         float((0.5 * (want_z**2 + lv.exp() - 1 - lv)).mean())),
+    ]
+    for mistake, message, wrong in variants:
+        if _near(value, wrong):
+            raise Mistake(message, mistake)
+    raise Mistake(f"kl is {value:.5g}, {_KL_FORMULA} gives {want:.5g}")

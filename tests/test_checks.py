@@ -66,6 +66,7 @@ REFERENCES = {
     "encode_for_diffusion": lesson08_latent_space._encode_for_diffusion_reference,
     "psnr": lesson08_latent_space._psnr_reference,
     "sample_and_kl": lesson08_latent_space._sample_and_kl_reference,
+    "latent_tokens": lesson08_latent_space._latent_tokens_reference,
     "ema_over_steps": lesson09_scaling_up._ema_over_steps_reference,
     "learning_rate": lesson09_scaling_up._learning_rate_reference,
     "batch_indices": lesson09_scaling_up._batch_indices_reference,
@@ -2061,6 +2062,32 @@ def sample_kl_variant(scale="sigma", mean_term=True, kl="mean", order="right"):
     return sample_and_kl
 
 
+def tokens_variant(shape="right", count="right", error="right"):
+    """latent_tokens as a learner writes it."""
+    def latent_tokens(height, width, factor, channels, patch):
+        if error == "right":
+            for name, size in (("height", height), ("width", width)):
+                if size % (factor * patch):
+                    raise ValueError(f"{name}: expected a multiple of {factor * patch}, got {size}")
+        elif error == "factor_only":
+            for name, size in (("height", height), ("width", width)):
+                if size % factor:
+                    raise ValueError(f"{name}: expected a multiple of {factor}, got {size}")
+        elif error == "assert":
+            assert height % (factor * patch) == 0 and width % (factor * patch) == 0
+        elif error == "unnamed":
+            if height % (factor * patch) or width % (factor * patch):
+                raise ValueError("sizes do not divide")
+        h, w = height // factor, width // factor
+        out = {"right": (channels, h, w), "channels_last": (h, w, channels), "upsampled": (channels, height * factor,
+               width * factor), "swapped": (channels, w, h), "rgb": (3, h, w)}[shape]
+        tokens = {"right": (h // patch) * (w // patch), "pixels": (height // patch) * (width // patch), "no_patch": h * w,
+                  "patch_once": h * w // patch, "channels": channels * (h // patch) * (w // patch),
+                  "sum": (h + w) // patch}[count]
+        return out, tokens
+    return latent_tokens
+
+
 LESSON08_09_WRONG += [
     ("sample_and_kl", "σ² for σ", sample_kl_variant(scale="variance"), "std_is_variance", "exp(½·log σ²)"),
     ("sample_and_kl", "log σ² for σ", sample_kl_variant(scale="logvar"), "logvar_as_std", "log σ² itself"),
@@ -2075,6 +2102,19 @@ LESSON08_09_WRONG += [
     ("sample_and_kl", "KL negated", sample_kl_variant(kl="negated"), "kl_negated", "≥ 0"),
     ("sample_and_kl", "one KL per image", sample_kl_variant(kl="per_image"), "kl_per_image", "one number"),
     ("sample_and_kl", "log σ for log σ² in the KL", sample_kl_variant(kl="log_sigma"), None, "KL"),
+    ("latent_tokens", "channels last", tokens_variant(shape="channels_last"), "channels_last", "channels first"),
+    ("latent_tokens", "multiplied by f", tokens_variant(shape="upsampled"), "upsampled", "downsamples"),
+    ("latent_tokens", "(c, W/f, H/f)", tokens_variant(shape="swapped"), "height_width_swapped", "swapped"),
+    ("latent_tokens", "3 channels", tokens_variant(shape="rgb"), "image_channels", "c channels"),
+    ("latent_tokens", "patches of the image", tokens_variant(count="pixels"), "tokens_from_pixels", "f times smaller"),
+    ("latent_tokens", "no patchify", tokens_variant(count="no_patch"), "no_patchify", "p×p patch"),
+    ("latent_tokens", "÷ p, not p²", tokens_variant(count="patch_once"), "patch_not_squared", "p×p"),
+    ("latent_tokens", "× channels", tokens_variant(count="channels"), "tokens_times_channels", "all c channels"),
+    ("latent_tokens", "no error", tokens_variant(error="none"), "no_error", "ValueError"),
+    ("latent_tokens", "only f must divide", tokens_variant(error="factor_only"), "divisible_by_factor_only", "f·p"),
+    ("latent_tokens", "assert, not ValueError", tokens_variant(error="assert"), "wrong_error_type", "ValueError"),
+    ("latent_tokens", "ValueError without the name", tokens_variant(error="unnamed"), "error_without_name", "name"),
+    ("latent_tokens", "H/f + W/f over p", tokens_variant(count="sum"), None, "(H/(f·p))·(W/(f·p))"),
 ]
 
 
@@ -2121,6 +2161,10 @@ def _ema_lerp(ema, weights, ema_decay, first_step):
                                                                           torch.distributions.Normal(0.0, 1.0)).mean())),
     ("sample_and_kl", lambda m, lv, n: (torch.addcmul(m, (0.5 * lv).exp(), n),
                                         float(-0.5 * torch.mean(1 + lv - m.pow(2) - lv.exp())))),
+    ("latent_tokens", tokens_variant()),
+    ("latent_tokens", lambda H, W, f, c, p: (torch.Size([c, H // f, W // f]), H * W // (f * p) ** 2)
+     if H % (f * p) == 0 and W % (f * p) == 0 else (_ for _ in ()).throw(
+         ValueError(f"height and width: expected multiples of {f * p}, got {H}×{W}"))),
 ])
 def test_lesson08_09_new_exercises_accept_other_correct_forms(name, fn, capsys):
     result = run_check(name, fn, capsys)

@@ -27,7 +27,7 @@ solution notebooks' check cells carry the same names, with their points, in thei
     lesson05_embeddings        timestep_embedding, sincos_2d_positions
     lesson06_dit               patchify, unpatchify, modulate, cfg_combine, guided_sample
     lesson07_mmdit             joint_attention, rms_norm, joint_block_forward
-    lesson08_latent_space      latent_scale_shift, encode_for_diffusion, psnr, sample_and_kl
+    lesson08_latent_space      latent_scale_shift, encode_for_diffusion, psnr, sample_and_kl, latent_tokens
     lesson09_scaling_up        ema_over_steps, learning_rate, batch_indices
     lesson10_spelling          char_tokenize, encoder_drop_mask, build_context
     lesson11_data_preferences_scale   mix_captions, validation_loss, dpo_objective, dpo_errors
@@ -57,6 +57,7 @@ from .lesson07_mmdit import check_joint_attention, check_joint_block_forward, ch
 from .lesson08_latent_space import (
     check_encode_for_diffusion,
     check_latent_scale_shift,
+    check_latent_tokens,
     check_psnr,
     check_sample_and_kl,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "check_encode_for_diffusion",
     "check_psnr",
     "check_sample_and_kl",
+    "check_latent_tokens",
     "check_ema_over_steps",
     "check_learning_rate",
     "check_batch_indices",

@@ -18,7 +18,7 @@ from ...autoencoder import AutoencoderConfig, SmallAutoencoder
 from ...autoencoder import kl_divergence as _package_kl
 from ...autoencoder import psnr as _package_psnr
 from ...seeding import make_generator, rand, randn
-from .core import Mistake, _as_number, _call, _check, _compare, _near
+from .core import Mistake, _as_number, _call, _check, _compare, _near, error_summary
 
 # ---------------------------------------------------------------------------------------------
 # latent_scale_shift
@@ -347,3 +347,96 @@ def check_sample_and_kl(sample_and_kl: Callable) -> None:
         if _near(value, wrong):
             raise Mistake(message, mistake)
     raise Mistake(f"kl is {value:.5g}, {_KL_FORMULA} gives {want:.5g}")
+
+
+# ---------------------------------------------------------------------------------------------
+# latent_tokens
+# ---------------------------------------------------------------------------------------------
+
+def _latent_tokens_reference(height: int, width: int, factor: int, channels: int, patch: int):
+    """((c, H/f, W/f), (H/(f·p))·(W/(f·p))); ValueError when H or W is not a multiple of f·p."""
+    for name, size in (("height", height), ("width", width)):
+        if size % (factor * patch):
+            raise ValueError(f"{name}: expected a multiple of factor × patch = {factor * patch}, got {size}")
+    return (channels, height // factor, width // factor), (height // (factor * patch)) * (width // (factor * patch))
+
+
+_TOKEN_CASES = ((256, 256, 8, 16, 2), (96, 64, 4, 4, 2), (48, 80, 2, 8, 4), (512, 384, 8, 16, 1))
+"""(H, W, f, c, p): square and not, p = 1, and c differing from f (so that swapped arguments show)."""
+
+
+@_check("latent_tokens", "latent shape (c, H/f, W/f) and (H/(f·p))·(W/(f·p)) tokens, with an error for other sizes")
+def check_latent_tokens(latent_tokens: Callable) -> None:
+    """Check ``latent_tokens(height, width, factor, channels, patch)`` → ``((c, H/f, W/f), tokens)`` with
+    tokens = (H/(f·p))·(W/(f·p)) the number of image tokens after p×p patchify of the latents, on square and
+    oblong images; and a ValueError that names the size when H or W is not a multiple of f·p."""
+    for height, width, factor, channels, patch in _TOKEN_CASES:
+        got = _call(latent_tokens, "latent_tokens", height, width, factor, channels, patch)
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise Mistake(f"should return two things, (shape, tokens), got {type(got).__name__}")
+        shape, tokens = got
+        if isinstance(shape, torch.Size):
+            shape = tuple(shape)
+        if isinstance(tokens, (tuple, list, torch.Size)) and isinstance(shape, (int, float)):
+            raise Mistake("returned (tokens, shape): return them in the order (shape, tokens)", "order_swapped")
+        if not isinstance(shape, (tuple, list)) or len(shape) != 3:
+            raise Mistake(f"the shape should be three numbers (c, H/f, W/f), got {shape!r}")
+        shape = tuple(int(s) for s in shape)
+        h, w = height // factor, width // factor
+        want_shape = (channels, h, w)
+        where = f"for H = {height}, W = {width}, f = {factor}, c = {channels}"
+        if shape != want_shape:
+            shapes = [
+                ("channels_last", "channels last: PyTorch's latents are (c, H/f, W/f), channels first", (h, w, channels)),
+                ("upsampled", "multiplied by the factor: the encoder downsamples, (c, H/f, W/f)",
+                 (channels, height * factor, width * factor)),
+                ("height_width_swapped", "height and width swapped: (c, H/f, W/f)", (channels, w, h)),
+                ("image_channels", "kept the image's 3 channels: the latents have c channels, (c, H/f, W/f)", (3, h, w)),
+                ("factor_squared", "divided by f² per side: the factor f is per side, (c, H/f, W/f)",
+                 (channels, height // factor**2, width // factor**2)),
+            ]
+            for mistake, message, wrong in shapes:
+                if shape == wrong:
+                    raise Mistake(f"{message} {where}, expected {want_shape}, got {shape}", mistake)
+            raise Mistake(f"latent shape {shape} {where}, expected (c, H/f, W/f) = {want_shape}")
+        want = (h // patch) * (w // patch)
+        value = _as_number(tokens, "latent_tokens's tokens")
+        if value == want:
+            continue
+        counts = [
+            ("tokens_from_pixels", "counted patches of the image, not of the latents: the latents are f times smaller "
+             "per side, tokens = (H/(f·p))·(W/(f·p))", (height // patch) * (width // patch)),
+            ("no_patchify", "counted latent pixels: each token is a p×p patch of the latents, tokens = (H/(f·p))·(W/(f·p))",
+             h * w),
+            ("patch_not_squared", "divided by p once: a patch covers p×p latent pixels, tokens = (H/(f·p))·(W/(f·p))",
+             h * w // patch),
+            ("factor_not_squared", "divided by f once: the latents are f times smaller per side, so f² fewer pixels, "
+             "tokens = (H/(f·p))·(W/(f·p))", height * width // (factor * patch**2)),
+            ("tokens_times_channels", "multiplied by the channels: a token holds all c channels of its patch (c·p² "
+             "numbers), tokens = (H/(f·p))·(W/(f·p))", channels * (h // patch) * (w // patch)),
+        ]
+        for mistake, message, wrong in counts:
+            if value == wrong:
+                raise Mistake(f"{message} ({where}, p = {patch}: expected {want}, got {value:g})", mistake)
+        raise Mistake(f"tokens = {value:g} {where}, p = {patch}: expected (H/(f·p))·(W/(f·p)) = {want}")
+    for height, width, factor, patch, bad in ((100, 96, 8, 2, "height"), (64, 72, 8, 2, "width"), (68, 64, 4, 2, "height")):
+        try:
+            got = latent_tokens(height, width, factor, 4, patch)
+        except NotImplementedError:
+            raise
+        except ValueError as err:
+            if bad not in str(err).lower():
+                raise Mistake(f"the ValueError for {bad} = {height if bad == 'height' else width} (f = {factor}, "
+                              f"p = {patch}) should name the argument '{bad}', got: {error_summary(err)}",
+                              "error_without_name") from None
+            continue
+        except Exception as err:
+            raise Mistake(f"{bad} = {height if bad == 'height' else width} with f·p = {factor * patch}: raise a "
+                          f"ValueError that names it, got {type(err).__name__}: {error_summary(err)}",
+                          "wrong_error_type") from None
+        size = height if bad == "height" else width
+        mistake = "divisible_by_factor_only" if size % factor == 0 else "no_error"
+        why = (f"is a multiple of f = {factor} but not of f·p = {factor * patch}, so the latents do not split into "
+               f"{patch}×{patch} patches" if mistake == "divisible_by_factor_only"
+               else f"is not a multiple of f·p = {factor * patch}")
+        raise Mistake(f"{bad} = {size} {why}: raise a ValueError that names '{bad}', got {got!r}", mistake)

@@ -70,6 +70,7 @@ REFERENCES = {
     "ema_over_steps": lesson09_scaling_up._ema_over_steps_reference,
     "learning_rate": lesson09_scaling_up._learning_rate_reference,
     "batch_indices": lesson09_scaling_up._batch_indices_reference,
+    "rank_slice": lesson09_scaling_up._rank_slice_reference,
     "char_tokenize": lesson10_spelling._char_tokenize_reference,
     "encoder_drop_mask": multi_text.encoder_drop_mask,
     "build_context": lesson10_spelling._build_context_reference,
@@ -2088,6 +2089,34 @@ def tokens_variant(shape="right", count="right", error="right"):
     return latent_tokens
 
 
+def rank_variant(kind="right"):
+    """rank_slice as a learner writes it (``right``, ``slice`` and ``tensor_split`` are correct)."""
+    def rank_slice(batch_size, world_size, rank):
+        per = batch_size // world_size
+        if kind in ("right", "slice", "tensor_split") and per * world_size != batch_size:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of {world_size}")
+        if kind == "assert":
+            assert batch_size % world_size == 0
+        if kind == "slice":
+            return slice(rank * per, (rank + 1) * per)
+        if kind == "tensor_split":
+            return torch.tensor_split(torch.arange(batch_size), world_size)[rank]
+        if kind == "strided":
+            return torch.arange(rank, batch_size, world_size)
+        if kind == "from_one":
+            return torch.arange((rank + 1) * per, (rank + 2) * per)
+        if kind == "reversed":
+            return torch.arange((world_size - 1 - rank) * per, (world_size - rank) * per)
+        if kind == "offset":
+            return torch.arange(rank, rank + per)
+        if kind == "whole":
+            return torch.arange(rank * batch_size, (rank + 1) * batch_size)
+        if kind == "shuffled":
+            return torch.randperm(batch_size, generator=make_generator(0))[rank * per:(rank + 1) * per]
+        return torch.arange(rank * per, (rank + 1) * per)  # "floor": no error, drops the remainder
+    return rank_slice
+
+
 LESSON08_09_WRONG += [
     ("sample_and_kl", "σ² for σ", sample_kl_variant(scale="variance"), "std_is_variance", "exp(½·log σ²)"),
     ("sample_and_kl", "log σ² for σ", sample_kl_variant(scale="logvar"), "logvar_as_std", "log σ² itself"),
@@ -2115,6 +2144,14 @@ LESSON08_09_WRONG += [
     ("latent_tokens", "assert, not ValueError", tokens_variant(error="assert"), "wrong_error_type", "ValueError"),
     ("latent_tokens", "ValueError without the name", tokens_variant(error="unnamed"), "error_without_name", "name"),
     ("latent_tokens", "H/f + W/f over p", tokens_variant(count="sum"), None, "(H/(f·p))·(W/(f·p))"),
+    ("rank_slice", "every W-th position", rank_variant("strided"), "strided", "contiguous"),
+    ("rank_slice", "ranks from 1", rank_variant("from_one"), "rank_counted_from_one", "rank 0"),
+    ("rank_slice", "ranks reversed", rank_variant("reversed"), "reversed_ranks", "first block"),
+    ("rank_slice", "block starts at r", rank_variant("offset"), "offset_not_scaled", "r·B/W"),
+    ("rank_slice", "B positions per rank", rank_variant("whole"), "per_rank_size", "B/W"),
+    ("rank_slice", "floored, no error", rank_variant("floor"), "no_error", "ValueError"),
+    ("rank_slice", "assert, not ValueError", rank_variant("assert"), "wrong_error_type", "ValueError"),
+    ("rank_slice", "a shuffled split", rank_variant("shuffled"), None, "contiguous"),
 ]
 
 
@@ -2165,6 +2202,10 @@ def _ema_lerp(ema, weights, ema_decay, first_step):
     ("latent_tokens", lambda H, W, f, c, p: (torch.Size([c, H // f, W // f]), H * W // (f * p) ** 2)
      if H % (f * p) == 0 and W % (f * p) == 0 else (_ for _ in ()).throw(
          ValueError(f"height and width: expected multiples of {f * p}, got {H}×{W}"))),
+    ("rank_slice", rank_variant("slice")),
+    ("rank_slice", rank_variant("tensor_split")),
+    ("rank_slice", lambda B, W, r: list(range(r * B // W, (r + 1) * B // W)) if B % W == 0 else
+     (_ for _ in ()).throw(ValueError(f"batch_size {B} does not split over {W}"))),
 ])
 def test_lesson08_09_new_exercises_accept_other_correct_forms(name, fn, capsys):
     result = run_check(name, fn, capsys)

@@ -15,7 +15,7 @@ from ...engine.loop import learning_rate as _engine_learning_rate
 from ...engine.sources import TensorSource
 from ...seeding import make_generator, randn
 from ...training import ema_decay_at
-from .core import Mistake, _as_number, _call, _check, _compare
+from .core import Mistake, _as_number, _call, _check, _compare, error_summary
 
 # ---------------------------------------------------------------------------------------------
 # ema_over_steps
@@ -252,3 +252,79 @@ def check_batch_indices(batch_indices: Callable) -> None:
         raise Mistake(f"step {step} (seed {seed}, B = {batch_size}, n = {n}) got {got.tolist()}, the engine's order gives "
                       f"{want.tolist()}: {_ORDER}")
 
+
+
+# ---------------------------------------------------------------------------------------------
+# rank_slice
+# ---------------------------------------------------------------------------------------------
+
+def _rank_slice_reference(batch_size: int, world_size: int, rank: int) -> torch.Tensor:
+    """The positions rank·B/W … (rank + 1)·B/W − 1 of the global batch, as :class:`minisd3.engine.loop.Trainer`
+    (``per_rank = batch_size // world``, ``lo = rank · per_rank``); ValueError when W does not divide B."""
+    per_rank = batch_size // world_size
+    if per_rank * world_size != batch_size:
+        raise ValueError(f"batch_size: expected a multiple of world_size = {world_size}, got {batch_size}")
+    return torch.arange(rank * per_rank, (rank + 1) * per_rank)
+
+
+_RANK_CASES = ((12, 4), (64, 8), (6, 1), (30, 3))
+_RANK_ORDER = "rank r takes the contiguous positions r·B/W … (r + 1)·B/W − 1 of the global batch"
+
+
+@_check("rank_slice", "rank r takes positions r·B/W … (r + 1)·B/W − 1, the ranks together the whole batch, as the engine")
+def check_rank_slice(rank_slice: Callable) -> None:
+    """Check ``rank_slice(batch_size, world_size, rank)`` → the (B/W,) positions of the global batch that process
+    ``rank`` trains on, for every rank of several (B, W): the engine's contiguous split, whose union over the ranks
+    is the global batch with no position twice; and a ValueError naming the batch size when W does not divide B."""
+    for batch_size, world in _RANK_CASES:
+        per_rank = batch_size // world
+        parts = []
+        for rank in range(world):
+            got = _call(rank_slice, "rank_slice", batch_size, world, rank)
+            if isinstance(got, slice):  # a slice of the batch is as good as its positions
+                got = torch.arange(batch_size)[got]
+            elif isinstance(got, (range, list, tuple)) and all(isinstance(i, int) for i in got):
+                got = torch.tensor(list(got), dtype=torch.long)
+            if isinstance(got, torch.Tensor) and got.ndim == 1 and got.numel() != per_rank:
+                whole = " (the global batch size: each of the W processes takes B/W of it)" if got.numel() == batch_size else ""
+                raise Mistake(f"wrong size: rank {rank} of {world} got {got.numel()} positions{whole}; a batch of "
+                              f"{batch_size} over {world} processes gives each B/W = {per_rank}", "per_rank_size")
+            got = _as_indices(got, per_rank)
+            parts.append(got)
+            want = _rank_slice_reference(batch_size, world, rank)
+            if torch.equal(got, want):
+                continue
+            variants = [
+                ("strided", f"took every W-th position (rank::W): the engine gives each rank a contiguous block; "
+                 f"{_RANK_ORDER}", torch.arange(rank, batch_size, world)),
+                ("rank_counted_from_one", f"counted the ranks from 1: rank 0 takes positions 0 … B/W − 1; {_RANK_ORDER}",
+                 torch.arange((rank + 1) * per_rank, (rank + 2) * per_rank)),
+                ("reversed_ranks", f"the ranks in reverse order: rank 0 takes the first block; {_RANK_ORDER}",
+                 torch.arange((world - 1 - rank) * per_rank, (world - rank) * per_rank)),
+                ("offset_not_scaled", f"the block starts at position r, not r·B/W: {_RANK_ORDER}",
+                 torch.arange(rank, rank + per_rank)),
+            ]
+            for mistake, message, wrong in variants:
+                if torch.equal(got, wrong):
+                    raise Mistake(message, mistake)
+            raise Mistake(f"rank {rank} of {world} (B = {batch_size}) got {got.tolist()}, the engine gives "
+                          f"{want.tolist()}: {_RANK_ORDER}")
+        union = torch.cat(parts).sort().values
+        if not torch.equal(union, torch.arange(batch_size)):
+            raise Mistake(f"the ranks together do not cover the global batch of {batch_size} once each")
+    for batch_size, world in ((10, 4), (32, 3)):
+        try:
+            got = rank_slice(batch_size, world, 0)
+        except NotImplementedError:
+            raise
+        except ValueError as err:
+            if "batch" not in str(err).lower():
+                raise Mistake(f"the ValueError for B = {batch_size} over W = {world} should name 'batch_size', got: "
+                              f"{error_summary(err)}", "error_without_name") from None
+            continue
+        except Exception as err:
+            raise Mistake(f"B = {batch_size} over W = {world} processes: raise a ValueError that names batch_size, got "
+                          f"{type(err).__name__}: {error_summary(err)}", "wrong_error_type") from None
+        raise Mistake(f"B = {batch_size} does not split over W = {world} processes, yet rank 0 got {got!r}: the engine "
+                      f"stops with a ValueError (flooring would silently drop {batch_size % world} images a step, and "
+                      "the ranks' losses would average unequal shares)", "no_error")

@@ -71,6 +71,7 @@ REFERENCES = {
     "learning_rate": lesson09_scaling_up._learning_rate_reference,
     "batch_indices": lesson09_scaling_up._batch_indices_reference,
     "rank_slice": lesson09_scaling_up._rank_slice_reference,
+    "mfu": lesson09_scaling_up._mfu_reference,
     "char_tokenize": lesson10_spelling._char_tokenize_reference,
     "encoder_drop_mask": multi_text.encoder_drop_mask,
     "build_context": lesson10_spelling._build_context_reference,
@@ -2152,6 +2153,14 @@ LESSON08_09_WRONG += [
     ("rank_slice", "floored, no error", rank_variant("floor"), "no_error", "ValueError"),
     ("rank_slice", "assert, not ValueError", rank_variant("assert"), "wrong_error_type", "ValueError"),
     ("rank_slice", "a shuffled split", rank_variant("shuffled"), None, "contiguous"),
+    ("mfu", "a percentage", lambda f, r, p: 100 * f * r / p, "percent_not_fraction", "fraction"),
+    ("mfu", "no images/s", lambda f, r, p: f / p, "missing_rate", "images/s"),
+    ("mfu", "divided by images/s", lambda f, r, p: f / r / p, "divided_by_rate", "images/s"),
+    ("mfu", "peak / achieved", lambda f, r, p: p / (f * r), "inverted", "upside down"),
+    ("mfu", "× 3 for backward", lambda f, r, p: 3 * f * r / p, "backward_counted_again", "already count"),
+    ("mfu", "÷ 3, forward only", lambda f, r, p: f * r / p / 3, "forward_only", "as they are"),
+    ("mfu", "TFLOP/s over FLOP/s", lambda f, r, p: f * r / 1e12 / p, "tera_units", "same unit"),
+    ("mfu", "÷ 8 GPUs", lambda f, r, p: f * r / (8 * p), None, "peak gives"),
 ]
 
 
@@ -2206,6 +2215,8 @@ def _ema_lerp(ema, weights, ema_decay, first_step):
     ("rank_slice", rank_variant("tensor_split")),
     ("rank_slice", lambda B, W, r: list(range(r * B // W, (r + 1) * B // W)) if B % W == 0 else
      (_ for _ in ()).throw(ValueError(f"batch_size {B} does not split over {W}"))),
+    ("mfu", lambda f, r, p: torch.tensor(f) * r / p),
+    ("mfu", lambda f, r, p: (f * r / 1e12) / (p / 1e12)),
 ])
 def test_lesson08_09_new_exercises_accept_other_correct_forms(name, fn, capsys):
     result = run_check(name, fn, capsys)

@@ -28,7 +28,7 @@ solution notebooks' check cells carry the same names, with their points, in thei
     lesson06_dit               patchify, unpatchify, modulate, cfg_combine, guided_sample
     lesson07_mmdit             joint_attention, rms_norm, joint_block_forward
     lesson08_latent_space      latent_scale_shift, encode_for_diffusion, psnr, sample_and_kl, latent_tokens
-    lesson09_scaling_up        ema_over_steps, learning_rate, batch_indices, rank_slice
+    lesson09_scaling_up        ema_over_steps, learning_rate, batch_indices, rank_slice, mfu
     lesson10_spelling          char_tokenize, encoder_drop_mask, build_context
     lesson11_data_preferences_scale   mix_captions, validation_loss, dpo_objective, dpo_errors
 """
@@ -65,6 +65,7 @@ from .lesson09_scaling_up import (
     check_batch_indices,
     check_ema_over_steps,
     check_learning_rate,
+    check_mfu,
     check_rank_slice,
 )
 from .lesson10_spelling import check_build_context, check_char_tokenize, check_encoder_drop_mask
@@ -111,6 +112,7 @@ __all__ = [
     "check_learning_rate",
     "check_batch_indices",
     "check_rank_slice",
+    "check_mfu",
     "check_char_tokenize",
     "check_encoder_drop_mask",
     "check_build_context",

@@ -39,7 +39,7 @@ LESSON_CHECKS: dict[str, tuple[str, ...]] = {
     "06_patchify_dit": ("patchify", "unpatchify", "modulate", "cfg_combine", "guided_sample"),
     "07_mmdit_qknorm": ("joint_attention", "rms_norm", "joint_block_forward"),
     "08_latent_space": ("latent_scale_shift", "encode_for_diffusion", "psnr", "sample_and_kl", "latent_tokens"),
-    "09_scaling_up": ("ema_over_steps", "learning_rate", "batch_indices", "rank_slice"),
+    "09_scaling_up": ("ema_over_steps", "learning_rate", "batch_indices", "rank_slice", "mfu"),
     "10_spelling": ("char_tokenize", "encoder_drop_mask", "build_context"),
     "11_data_preferences_scale": ("mix_captions", "validation_loss", "dpo_objective", "dpo_errors"),
 }

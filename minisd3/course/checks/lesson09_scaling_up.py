@@ -15,7 +15,7 @@ from ...engine.loop import learning_rate as _engine_learning_rate
 from ...engine.sources import TensorSource
 from ...seeding import make_generator, randn
 from ...training import ema_decay_at
-from .core import Mistake, _as_number, _call, _check, _compare, error_summary
+from .core import Mistake, _as_number, _call, _check, _compare, _near, error_summary
 
 # ---------------------------------------------------------------------------------------------
 # ema_over_steps
@@ -328,3 +328,47 @@ def check_rank_slice(rank_slice: Callable) -> None:
         raise Mistake(f"B = {batch_size} does not split over W = {world} processes, yet rank 0 got {got!r}: the engine "
                       f"stops with a ValueError (flooring would silently drop {batch_size % world} images a step, and "
                       "the ranks' losses would average unequal shares)", "no_error")
+
+
+# ---------------------------------------------------------------------------------------------
+# mfu
+# ---------------------------------------------------------------------------------------------
+
+def _mfu_reference(flops_per_image: float, images_per_second: float, peak_flops: float) -> float:
+    """MFU = (FLOPs per image · images/s) / peak FLOP/s, a fraction (:func:`minisd3.engine.benchmark.run_benchmark`)."""
+    return flops_per_image * images_per_second / peak_flops
+
+
+_MFU_CASES = ((3.1e9, 2450.0, 989e12), (8.7e10, 512.5, 312e12), (1.2e8, 40.0, 2.0e11))
+
+
+@_check("mfu", "MFU = FLOPs per image · images/s ÷ peak FLOP/s, a fraction, as python -m minisd3 bench")
+def check_mfu(mfu: Callable) -> None:
+    """Check ``mfu(flops_per_image, images_per_second, peak_flops)`` → one number, the fraction of the device's
+    peak the training achieves, (FLOPs per image · images/s) / peak, on an H100-like, an A100-like and a small
+    device (the FLOPs per image already count forward and backward)."""
+    for flops, rate, peak in _MFU_CASES:
+        value = _as_number(_call(mfu, "mfu", flops, rate, peak), "mfu")
+        want = _mfu_reference(flops, rate, peak)
+        if _near(value, want, abs_tol=0.0):
+            continue
+        variants = [
+            ("percent_not_fraction", "returned a percentage: MFU is a fraction, achieved / peak (the benchmark prints "
+             "100·MFU with a % sign)", 100 * want),
+            ("missing_rate", "left out the images per second: achieved FLOP/s = FLOPs per image · images/s",
+             flops / peak),
+            ("divided_by_rate", "divided by the images per second: achieved FLOP/s = FLOPs per image · images/s",
+             flops / rate / peak),
+            ("inverted", "the ratio is upside down: MFU = achieved / peak, at most 1", peak / (flops * rate)),
+            ("backward_counted_again", "multiplied by 3 for the backward pass: the FLOPs per image already count "
+             "forward and backward", 3 * want),
+            ("forward_only", "divided by 3: the FLOPs per image are the training step's (forward and backward), "
+             "use them as they are", want / 3),
+            ("tera_units", "converted to TFLOP/s on one side only: achieved and peak in the same unit, "
+             "MFU = FLOPs per image · images/s / peak", want / 1e12),
+        ]
+        for mistake, message, wrong in variants:
+            if _near(value, wrong, abs_tol=0.0):
+                raise Mistake(message, mistake)
+        raise Mistake(f"mfu = {value:.5g} for {flops:.3g} FLOPs per image at {rate:g} images/s on a {peak:.3g} FLOP/s "
+                      f"device: (FLOPs per image · images/s) / peak gives {want:.5g}")

@@ -1621,7 +1621,7 @@ def test_only_the_drawing_exercises_take_a_generator():
 
     takes = {name for name, fn in REFERENCES.items() if "generator" in inspect.signature(fn).parameters}
     assert takes == {"eps_loss", "sample_logit_normal", "encoder_drop_mask", "mix_captions", "validation_loss",
-                     "dpo_errors"}
+                     "dpo_errors", "reflow_loss"}
 
 
 # ----------------------------------------------------------------------------- the message names the mistake

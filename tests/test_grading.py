@@ -170,7 +170,8 @@ def test_restore_puts_edited_deleted_and_unmarked_check_cells_back():
     ("03", "03_rectified_flow"), ("3", "03_rectified_flow"), ("rectified_flow", "03_rectified_flow"),
     ("alice_02_ddpm copy.ipynb", "02_ddpm"), ("01-homework.ipynb", "01_flows_2d"), ("notes.ipynb", None),
     ("5", "05_sinusoidal_embeddings"), ("bob_patchify_dit.ipynb", "06_patchify_dit"), ("07", "07_mmdit_qknorm"),
-    ("09", "09_scaling_up"), ("12", None), ("08", "08_latent_space"), ("10", "10_spelling"), ("carol_spelling.ipynb", "10_spelling"),
+    ("09", "09_scaling_up"), ("12", None), ("08", "08_latent_space"), ("10", "10_spelling"),
+    ("carol_spelling.ipynb", "10_spelling"),
     ("11", "11_data_preferences_scale"), ("dave_data_preferences_scale.ipynb", "11_data_preferences_scale"),
 ])
 def test_resolve_lesson(name, lesson):

@@ -52,6 +52,16 @@ explorer(render, controls={"t": [1.0, 0.75, 0.5, 0.25, 0.0]}, panel_size=3.5)
 '''
 
 
+# True once the open notebook's kernel has started and is idle (needs --LabApp.expose_app_in_browser).
+KERNEL_IDLE = """() => {
+    const app = window.jupyterapp;
+    const widget = app && app.shell.currentWidget;
+    const kernel = widget && widget.sessionContext && widget.sessionContext.session
+        && widget.sessionContext.session.kernel;
+    return Boolean(kernel) && kernel.status === 'idle';
+}"""
+
+
 def _missing(reason: str):
     """Fail in CI, which must run the browser test; skip with ``reason`` elsewhere."""
     if os.environ.get("CI"):
@@ -87,7 +97,7 @@ def _start_lab(folder: Path, port: int, token: str) -> tuple[subprocess.Popen, P
     log = folder / "lab.log"
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder / 'work'}",
-               "--ServerApp.allow_root=True", "--LabApp.news_url=None",
+               "--ServerApp.allow_root=True", "--LabApp.news_url=None", "--LabApp.expose_app_in_browser=True",
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -128,12 +138,18 @@ def test_explorer_slider_redraws_the_figure_in_jupyterlab(tmp_path):
                 page = context.pages[0] if context.pages else context.new_page()
                 page.set_default_timeout(TIMEOUT_MS)
                 page.goto(f"{base}/lab/tree/explorer.ipynb?token={token}")
-                page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
-                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", state="attached")
-                page.keyboard.press("Shift+Enter")  # run the cell
+                # Run the cell through JupyterLab's own command once its kernel is idle: a key press sent while
+                # the editor or the kernel is still starting is lost on a busy machine (CI failed that way once).
+                page.wait_for_function(KERNEL_IDLE, timeout=2 * TIMEOUT_MS)
+                page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
                 image = page.locator(".jp-OutputArea-output .widget-interact img").first
-                image.wait_for(state="visible")
+                try:
+                    image.wait_for(state="visible", timeout=2 * TIMEOUT_MS)
+                except sync_api.TimeoutError:
+                    outputs = page.locator(".jp-OutputArea").all_inner_texts()
+                    pytest.fail(f"no explorer image after {2 * TIMEOUT_MS / 1000:.0f} s; cell output: {outputs!r}; "
+                                f"JupyterLab log:\n{log.read_text()[-2000:]}")
                 before = image.get_attribute("src")
                 readout = page.locator(".widget-interact .widget-readout").first
                 assert readout.inner_text().strip() == "1.0", readout.inner_text()

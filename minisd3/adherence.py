@@ -4,7 +4,9 @@ A fixed detector reads an image back into objects, and each attribute of the pro
 against what it found. On the dataset's own renderings the detector is exact, so whatever a
 generated image scores below 100 % is the model's doing.
 
-Detector rules, for an S×S image in [−1, 1] (S in :data:`minisd3.shapes.SUPPORTED_SIZES`):
+Detector rules, for an H×W image in [−1, 1] on a canvas of :data:`minisd3.shapes.SUPPORTED_CANVASES`
+(square S×S, or rectangular such as 32×64; "the canvas size" below is its shorter side, whose
+object extents a rectangular canvas uses, as :func:`minisd3.shapes.object_extents` says):
 
 1. colour: clip to [−1, 1]; a pixel takes the nearest palette colour (background included) when
    its Euclidean RGB distance to it is at most :data:`COLOUR_TOLERANCE` = 0.9, and no colour
@@ -50,7 +52,8 @@ Chance rate (:func:`chance_report`): the same images scored against the prompts 
 (a derangement of the prompts, averaged over a few draws): what a model that ignores the text
 would score. Every adherence number is reported beside it; only the gap above it is the text's doing.
 
-Honesty, pinned by ``tests/test_detector_honesty.py`` at every canvas size: renderings of a prompt
+Honesty, pinned by ``tests/test_detector_honesty.py`` at every square canvas size and on
+rectangular canvases (24×48, 48×24, 32×48, 48×32, 32×64, 64×32): renderings of a prompt
 read correctly on every attribute (≥ 99 %); a rendering of the prompt with one attribute changed
 (count, size, colour, shape or relation) fails that attribute (≥ 95 %); noise scores 0 overall.
 """
@@ -67,11 +70,13 @@ from scipy import ndimage
 from .shapes import (
     BACKGROUND,
     COLOURS,
+    MAX_ASPECT_RATIO,
     OBJECT_EXTENTS,
     SHAPES,
     SUPPORTED_SIZES,
     Prompt,
     as_prompt,
+    check_canvas,
     relation_between,
     shape_mask,
 )
@@ -106,10 +111,20 @@ class DetectedObject:
 
 
 def _check_images(images, name: str) -> torch.Tensor:
+    """A (3, H, W) image or an (N, 3, H, W) batch on one supported canvas, else a one-line ValueError."""
+    if isinstance(images, (list, tuple)) and images and all(isinstance(i, torch.Tensor) for i in images):
+        shapes = sorted({tuple(i.shape) for i in images})
+        raise ValueError(f"{name}: expected one tensor, a (3, H, W) image or an (N, 3, H, W) batch, got a "
+                         f"{type(images).__name__} of {len(images)} tensors of shapes {shapes}; a batch holds one "
+                         "canvas: stack the images of each canvas and score each batch separately")
     check_tensor(images, name, min_ndim=3)
-    if images.ndim not in (3, 4) or images.shape[-3] != 3 or images.shape[-1] != images.shape[-2] \
-            or images.shape[-1] not in SUPPORTED_SIZES:
-        raise ValueError(f"{name}: expected a (3, S, S) image or an (N, 3, S, S) batch with S in {SUPPORTED_SIZES}, "
+    try:
+        ok = images.ndim in (3, 4) and images.shape[-3] == 3 and bool(check_canvas(tuple(images.shape[-2:])))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: expected a (3, H, W) image or an (N, 3, H, W) batch, H and W each a side S in "
+                         f"{SUPPORTED_SIZES} and the longer at most {MAX_ASPECT_RATIO}× the shorter, "
                          f"got shape {tuple(images.shape)}")
     return images
 
@@ -141,8 +156,7 @@ def _background_around(components: np.ndarray, number: int, box: tuple[slice, sl
 
 
 def _detect_one(image: torch.Tensor) -> list[DetectedObject]:
-    size = image.shape[-1]
-    extents = OBJECT_EXTENTS[size]
+    extents = OBJECT_EXTENTS[min(image.shape[-2], image.shape[-1])]  # a rectangle draws its shorter side's objects
     min_area = min(int(shape_mask(shape, extents["small"]).sum()) for shape in SHAPES) / 2
     large_from = (extents["small"] + extents["large"]) / 2
     labels = classify_pixels(image)
@@ -165,7 +179,10 @@ def _detect_one(image: torch.Tensor) -> list[DetectedObject]:
 
 
 def detect_objects(images: torch.Tensor) -> list[DetectedObject] | list[list[DetectedObject]]:
-    """The objects in a (3, S, S) image, or a list of them for each image of an (N, 3, S, S) batch.
+    """The objects in a (3, H, W) image, or a list of them for each image of an (N, 3, H, W) batch.
+
+    H × W is a supported canvas (square or rectangular, module docstring); images of different
+    canvases go in separate calls.
 
     Objects come colour by colour (in the order of :data:`minisd3.shapes.COLOURS`), then in
     reading order of their top rows.
@@ -198,10 +215,10 @@ def score_detections(objects: Sequence[DetectedObject], prompt: Prompt | str) ->
 
 
 def score_prompt(image: torch.Tensor, prompt: Prompt | str) -> dict[str, bool]:
-    """How a (3, S, S) image in [−1, 1] follows a prompt (a Prompt or a caption): attribute → bool."""
+    """How a (3, H, W) image in [−1, 1] follows a prompt (a Prompt or a caption): attribute → bool."""
     image = _check_images(image, "image")
     if image.ndim != 3:
-        raise ValueError(f"image: expected one (3, S, S) image, got shape {tuple(image.shape)}; "
+        raise ValueError(f"image: expected one (3, H, W) image, got shape {tuple(image.shape)}; "
                          "use adherence_report for a batch")
     return score_detections(_detect_one(image), prompt)
 
@@ -209,7 +226,7 @@ def score_prompt(image: torch.Tensor, prompt: Prompt | str) -> dict[str, bool]:
 def _check_batch(images, prompts) -> tuple[torch.Tensor, list[Prompt]]:
     images = _check_images(images, "images")
     if images.ndim != 4:
-        raise ValueError(f"images: expected an (N, 3, S, S) batch, got shape {tuple(images.shape)}")
+        raise ValueError(f"images: expected an (N, 3, H, W) batch, got shape {tuple(images.shape)}")
     if isinstance(prompts, str) or len(prompts) != images.shape[0]:
         raise ValueError(f"prompts: expected a list of {images.shape[0]} prompts, one per image, "
                          f"got {'a single string' if isinstance(prompts, str) else len(prompts)}")
@@ -229,7 +246,8 @@ def _average(scores: Sequence[dict[str, bool]]) -> dict[str, float]:
 def adherence_report(images: torch.Tensor, prompts: Sequence[Prompt | str]) -> dict[str, float]:
     """Fraction of images that get each attribute right, and ``overall`` (all attributes right).
 
-    ``images`` is (N, 3, S, S) in [−1, 1] and ``prompts`` N prompts or captions. ``relation`` is
+    ``images`` is (N, 3, H, W) in [−1, 1], one supported canvas (square or not), and ``prompts`` N
+    prompts or captions. ``relation`` is
     averaged over the two-group prompts only, and is absent when there are none. Read it beside
     :func:`chance_report`, what the same images score against prompts they were not made for.
     """
@@ -260,7 +278,7 @@ def chance_report(images: torch.Tensor, prompts: Sequence[Prompt | str], generat
     would give (same keys). The images keep everything but the match to their own text (how
     often a colour or a count turns up anyway), so adherence − chance is what the text did.
 
-    ``images`` is (N, 3, S, S) in [−1, 1] with N ≥ 2, ``prompts`` N prompts or captions,
+    ``images`` is (N, 3, H, W) in [−1, 1] (one supported canvas) with N ≥ 2, ``prompts`` N prompts or captions,
     ``repeats`` ≥ 1. Raises a ValueError naming the argument otherwise.
     """
     images, prompts = _check_batch(images, prompts)

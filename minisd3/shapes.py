@@ -1,6 +1,6 @@
 """Captioned shapes: a small text-to-image dataset made on the fly, offline and from a seed.
 
-Each image is an S×S RGB canvas (S in :data:`SUPPORTED_SIZES`, default 32) with a black
+Each image is an RGB canvas of H×W pixels (height × width; square S×S by default, S = 32) with a black
 background and a few coloured circles, squares and triangles. Each image comes with a caption
 from a small grammar, so the text carries counts, colours, shapes, sizes and where things are,
 which no class label could replace.
@@ -22,10 +22,17 @@ A relation joins two groups of one or two objects each, and the two groups diffe
 shape (so every object says which group it belongs to). :data:`VOCABULARY` lists every word;
 a caption has at most :data:`MAX_CAPTION_WORDS` words.
 
+Canvases. ``image_size`` is an int S for a square S×S canvas, or a pair (H, W), height and width
+as torch orders (rows, columns), for a rectangular one: each side in :data:`SUPPORTED_SIZES` and
+the longer side at most twice the shorter (:data:`SUPPORTED_CANVASES`, checked by
+:func:`check_canvas`), e.g. (32, 64) or (48, 32), as SD3 fine-tunes on aspect-ratio buckets.
+Objects keep the size they have on the square of the *shorter* side, so a scene on 32×64 shows
+the 32×32 objects on a wider frame: the same content scale, another frame.
+
 Scenes. A :class:`Scene` is a list of :class:`SceneObject` (shape, colour, size, centre) on a
 canvas. An object is stamped from a fixed bitmap whose bounding box is e×e pixels, e odd
-(:data:`OBJECT_EXTENTS`: small and large e for each canvas size), centred on an integer pixel
-(row, column), row 0 at the top:
+(:data:`OBJECT_EXTENTS`: small and large e for each side; a rectangular canvas takes those of its
+shorter side, :func:`object_extents`), centred on an integer pixel (row, column), row 0 at the top:
 
     square    every pixel of the box
     circle    pixels whose centre lies within e/2 of the box centre       (fill ≈ π/4 of the box)
@@ -40,9 +47,12 @@ of the second group − mean centre of the first group, as (Δrow, Δcol):
     |Δrow| ≥ |Δcol|  →  "above" if Δrow > 0, else "below"
     |Δrow| < |Δcol|  →  "left of" if Δcol > 0, else "right of"
 
+in pixels, on every canvas (a wide canvas does not stretch either axis).
+
 :func:`render_prompt` places the objects one at a time, each at a centre drawn uniformly among
 those where it keeps :data:`MIN_GAP` from the objects already placed. For a relation, a random
-split line puts every object of the first group strictly on the named side of every object of
+split line (a row for above/below, a column for left/right, drawn across that axis of the
+canvas) puts every object of the first group strictly on the named side of every object of
 the second, and a layout is kept only if |Δ along the relation| ≥ 2·|Δ across it|, so that the
 rule reads the relation back without doubt (rejection sampling: otherwise it draws again).
 
@@ -94,8 +104,15 @@ OBJECT_EXTENTS: dict[int, dict[str, int]] = {
     48: {"small": 9, "large": 15},
     64: {"small": 13, "large": 21},
 }
-"""Side e of an object's bounding box (pixels, odd) for each supported canvas size."""
+"""Side e of an object's bounding box (pixels, odd) for each supported canvas side (the shorter side
+of a rectangular canvas)."""
 SUPPORTED_SIZES: tuple[int, ...] = tuple(OBJECT_EXTENTS)
+MAX_ASPECT_RATIO = 2
+"""The longer side of a canvas is at most this many times the shorter."""
+SUPPORTED_CANVASES: tuple[tuple[int, int], ...] = tuple(
+    (height, width) for height in SUPPORTED_SIZES for width in SUPPORTED_SIZES
+    if max(height, width) <= MAX_ASPECT_RATIO * min(height, width))
+"""Every (height, width) a canvas may have, square ones included."""
 MIN_GAP = 2
 """Background pixels kept between the bounding boxes of any two objects."""
 
@@ -104,10 +121,46 @@ ALL_PAIRS: tuple[tuple[str, str], ...] = tuple((colour, shape) for colour in COL
 
 
 def check_image_size(image_size, name: str = "image_size") -> int:
-    """Check a canvas side is one of :data:`SUPPORTED_SIZES`."""
+    """Check a square canvas side is one of :data:`SUPPORTED_SIZES` (an int; a pair is refused).
+
+    For callers that need a square canvas; :func:`check_canvas` also takes (H, W).
+    """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size not in OBJECT_EXTENTS:
         raise ValueError(f"{name}: expected one of {SUPPORTED_SIZES} pixels, got {image_size!r}")
     return image_size
+
+
+def check_canvas(image_size, name: str = "image_size") -> tuple[int, int]:
+    """Check a canvas and return it as (height, width).
+
+    ``image_size`` is an int S in :data:`SUPPORTED_SIZES` (the square S×S) or a pair (H, W), a tuple
+    or list (a ``torch.Size`` too), with H and W in :data:`SUPPORTED_SIZES` and the longer side at
+    most :data:`MAX_ASPECT_RATIO` times the shorter (:data:`SUPPORTED_CANVASES`). Anything else
+    raises a one-line ValueError naming ``name``, what is expected and what came.
+    """
+    if isinstance(image_size, int) and not isinstance(image_size, bool):
+        canvas = (image_size, image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2 \
+            and all(isinstance(side, int) and not isinstance(side, bool) for side in image_size):
+        canvas = (int(image_size[0]), int(image_size[1]))
+    else:
+        canvas = None
+    if canvas not in SUPPORTED_CANVASES:
+        raise ValueError(f"{name}: expected one of {SUPPORTED_SIZES} pixels, or (height, width) with both sides among "
+                         f"them and the longer at most {MAX_ASPECT_RATIO}× the shorter, got {image_size!r}")
+    return canvas
+
+
+def object_extents(image_size) -> dict[str, int]:
+    """Bounding-box sides {"small": e, "large": e} of objects on a canvas: those of its shorter side.
+
+    ``image_size`` as :func:`check_canvas` takes it; (32, 64) gives ``OBJECT_EXTENTS[32]``.
+    """
+    return OBJECT_EXTENTS[min(check_canvas(image_size))]
+
+
+def _canvas_text(canvas: tuple[int, int]) -> str:
+    return f"{canvas[0]}×{canvas[1]}"
 
 
 def _check_word(value, name: str, allowed: Sequence[str]) -> str:
@@ -258,22 +311,35 @@ class SceneObject:
 
 @dataclass(frozen=True)
 class Scene:
-    """Objects on an ``image_size``² canvas. Groups are named in the order their objects first appear."""
+    """Objects on a canvas. Groups are named in the order their objects first appear.
+
+    ``image_size`` is an int S (S×S) or a pair (H, W), as :func:`check_canvas` takes it (a list is
+    kept as a tuple); :attr:`canvas` is always (H, W). Every object's box must lie on the canvas.
+    """
 
     objects: tuple[SceneObject, ...]
-    image_size: int = 32
+    image_size: int | tuple[int, int] = 32
 
     def __post_init__(self):
         object.__setattr__(self, "objects", tuple(self.objects))
-        check_image_size(self.image_size)
+        height, width = check_canvas(self.image_size)
+        if not isinstance(self.image_size, int):
+            object.__setattr__(self, "image_size", (height, width))
+        extents = OBJECT_EXTENTS[min(height, width)]
         for obj in self.objects:
-            half = (OBJECT_EXTENTS[self.image_size][obj.size] - 1) // 2
+            half = (extents[obj.size] - 1) // 2
             row, col = obj.centre
-            if not (half <= row < self.image_size - half and half <= col < self.image_size - half):
+            if not (half <= row < height - half and half <= col < width - half):
                 raise ValueError(
-                    f"objects: expected centres (row, column) in [{half}, {self.image_size - 1 - half}] so a "
-                    f"{obj.size} {obj.shape} fits on the {self.image_size}² canvas, got {obj.centre}"
+                    f"objects: expected centres (row, column) in [{half}, {height - 1 - half}] × "
+                    f"[{half}, {width - 1 - half}] so a {obj.size} {obj.shape} fits on the "
+                    f"{_canvas_text((height, width))} canvas, got {obj.centre}"
                 )
+
+    @property
+    def canvas(self) -> tuple[int, int]:
+        """(height, width) of the canvas in pixels."""
+        return check_canvas(self.image_size)
 
 
 @lru_cache(maxsize=None)
@@ -295,14 +361,16 @@ def shape_mask(shape: str, extent: int) -> np.ndarray:
 
 
 def render(scene: Scene) -> torch.Tensor:
-    """Rasterise a scene: a (3, S, S) float32 tensor in [−1, 1], background :data:`BACKGROUND`."""
+    """Rasterise a scene: a (3, H, W) float32 tensor in [−1, 1] for its canvas (H, W), background
+    :data:`BACKGROUND`, each object's bitmap stamped in its colour."""
     if not isinstance(scene, Scene):
         raise ValueError(f"scene: expected a Scene, got {type(scene).__name__}")
-    size = scene.image_size
-    image = np.empty((size, size, 3), dtype=np.float32)
+    height, width = scene.canvas
+    extents = OBJECT_EXTENTS[min(height, width)]
+    image = np.empty((height, width, 3), dtype=np.float32)
     image[:] = BACKGROUND
     for obj in scene.objects:
-        extent = OBJECT_EXTENTS[size][obj.size]
+        extent = extents[obj.size]
         half = (extent - 1) // 2
         row, col = obj.centre
         box = image[row - half: row + half + 1, col - half: col + half + 1]
@@ -371,18 +439,21 @@ def _uniform_index(count: int, generator: torch.Generator | None) -> int:
     return int(torch.randint(count, (1,), generator=generator))
 
 
-def _draw_layout(objects: list[tuple[Group, int]], first: list[bool], relation: str | None, image_size: int,
+def _draw_layout(objects: list[tuple[Group, int]], first: list[bool], relation: str | None, canvas: tuple[int, int],
                  generator: torch.Generator | None) -> list[tuple[int, int]] | None:
-    """One attempt at placing the objects; None when an object finds no room or the relation is unclear."""
-    rows, cols = np.mgrid[0:image_size, 0:image_size]
+    """One attempt at placing the objects on a (height, width) canvas; None when an object finds no
+    room or the relation is unclear."""
+    height, width = canvas
+    rows, cols = np.mgrid[0:height, 0:width]
     if relation is not None:
-        along = rows if relation in ("above", "below") else cols
-        split = 1 + _uniform_index(image_size - 1, generator)
+        vertical = relation in ("above", "below")
+        along = rows if vertical else cols
+        split = 1 + _uniform_index((height if vertical else width) - 1, generator)  # a row or a column line
         near_side = along < split if relation in ("above", "left of") else along >= split
     centres: list[tuple[int, int]] = []
     for index, (_, extent) in enumerate(objects):
         half = (extent - 1) // 2
-        allowed = (rows >= half) & (rows < image_size - half) & (cols >= half) & (cols < image_size - half)
+        allowed = (rows >= half) & (rows < height - half) & (cols >= half) & (cols < width - half)
         if relation is not None:
             allowed &= near_side if first[index] else ~near_side
         for (row, col), (_, placed_extent) in zip(centres, objects):
@@ -392,7 +463,7 @@ def _draw_layout(objects: list[tuple[Group, int]], first: list[bool], relation: 
         if free.size == 0:
             return None
         centre = free[_uniform_index(free.size, generator)]
-        centres.append((int(centre // image_size), int(centre % image_size)))
+        centres.append((int(centre // width), int(centre % width)))
     if relation is not None:
         points = np.array(centres, dtype=float)
         mask = np.array(first)
@@ -403,27 +474,34 @@ def _draw_layout(objects: list[tuple[Group, int]], first: list[bool], relation: 
     return centres
 
 
-def render_prompt(prompt: Prompt | str, generator: torch.Generator | None = None, image_size: int = 32,
-                  max_tries: int = 1000) -> Scene:
+def render_prompt(prompt: Prompt | str, generator: torch.Generator | None = None,
+                  image_size: int | tuple[int, int] = 32, max_tries: int = 1000) -> Scene:
     """A random scene that shows ``prompt`` (a Prompt or a caption), by rejection sampling.
 
-    Objects are placed one at a time, each at a centre drawn uniformly among those where its box
-    fits on the canvas and keeps :data:`MIN_GAP` from the boxes already placed. For a relation, a
-    split line drawn uniformly across the relation's axis puts the first group on the named side
-    and the second on the other, and a layout is redrawn unless |Δ along| ≥ 2·|Δ across| (module
+    ``image_size`` is an int S (S×S) or (H, W) as :func:`check_canvas` takes it; the scene keeps
+    it as given (a list as a tuple). Objects are placed one at a time, each at a centre drawn
+    uniformly among those where its box fits on the canvas and keeps :data:`MIN_GAP` from the boxes
+    already placed. For a relation, a split line drawn uniformly across the relation's axis (a row
+    of the H rows for above/below, a column of the W columns for left/right) puts the first group
+    on the named side and the second on the other, and a layout is redrawn unless |Δ along| ≥ 2·|Δ across| (module
     docstring). Objects are listed group by group, so ``prompt_of_scene(render_prompt(p)) == p``.
+
+    Raises a ValueError naming the argument for a bad prompt, canvas or ``max_tries``, and a
+    RuntimeError if no layout is found in ``max_tries`` draws (it does not happen for the grammar's
+    prompts on the supported canvases).
     """
     prompt = as_prompt(prompt)
-    check_image_size(image_size)
+    canvas = check_canvas(image_size)
     check_positive_int(max_tries, "max_tries")
-    objects = [(g, OBJECT_EXTENTS[image_size][g.size]) for g in prompt.groups for _ in range(g.count)]
+    extents = OBJECT_EXTENTS[min(canvas)]
+    objects = [(g, extents[g.size]) for g in prompt.groups for _ in range(g.count)]
     first = [group is prompt.groups[0] for group, _ in objects]
     for _ in range(max_tries):
-        centres = _draw_layout(objects, first, prompt.relation, image_size, generator)
+        centres = _draw_layout(objects, first, prompt.relation, canvas, generator)
         if centres is not None:
             return Scene(tuple(SceneObject(g.shape, g.colour, g.size, centre)
                                for (g, _), centre in zip(objects, centres)), image_size)
-    raise RuntimeError(f"no layout for {format_prompt(prompt)!r} on a {image_size}² canvas in {max_tries} tries")
+    raise RuntimeError(f"no layout for {format_prompt(prompt)!r} on a {_canvas_text(canvas)} canvas in {max_tries} tries")
 
 
 # --------------------------------------------------------------------------- sampling and splits
@@ -469,16 +547,18 @@ def sample_prompt(generator: torch.Generator | None = None, pairs: Sequence[tupl
     return Prompt(groups, _choice(RELATIONS, generator) if two_groups else None)
 
 
-def sample_shapes(n: int, generator: torch.Generator | None = None, image_size: int = 32,
+def sample_shapes(n: int, generator: torch.Generator | None = None, image_size: int | tuple[int, int] = 32,
                   pairs: Sequence[tuple[str, str]] | None = None,
                   relation_fraction: float = 0.5) -> tuple[torch.Tensor, list[str]]:
-    """``n`` captioned images: ``(images (n, 3, S, S) in [−1, 1], captions)``, the same for the same seed.
+    """``n`` captioned images: ``(images (n, 3, H, W) in [−1, 1], captions)``, the same for the same seed.
 
-    Each image is ``render(render_prompt(sample_prompt(...)))``; ``pairs`` restricts the
-    (colour, shape) combinations, e.g. to ``split_prompts(seed).train_pairs``.
+    ``image_size`` is an int S (H = W = S) or (H, W) as :func:`check_canvas` takes it; all images
+    of a call share the canvas (an aspect-ratio bucket: draw each bucket with its own call). Each
+    image is ``render(render_prompt(sample_prompt(...)))``; ``pairs`` restricts the (colour, shape)
+    combinations, e.g. to ``split_prompts(seed).train_pairs``.
     """
     check_positive_int(n, "n")
-    check_image_size(image_size)
+    check_canvas(image_size)
     images, captions = [], []
     for _ in range(n):
         prompt = sample_prompt(generator, pairs, relation_fraction)
@@ -498,15 +578,15 @@ class PromptSplit:
         """True when some group of the prompt uses a held-out (colour, shape) pair."""
         return any(group.pair in self.held_out_pairs for group in as_prompt(prompt).groups)
 
-    def held_out_captions(self, n: int, generator: torch.Generator, image_size: int = 32) -> list[str]:
+    def held_out_captions(self, n: int, generator: torch.Generator, image_size: int | tuple[int, int] = 32) -> list[str]:
         """``n`` captions made only of held-out pairs: a test of composition.
 
-        Drawn as :func:`sample_shapes` draws whole scenes of ``image_size``, so a seed gives the
-        same captions as the scenes it would render.
+        Drawn as :func:`sample_shapes` draws whole scenes of ``image_size`` (an int S or (H, W)),
+        so a seed gives the same captions as the scenes it would render.
         """
         return sample_shapes(n, generator, image_size=image_size, pairs=self.held_out_pairs)[1]
 
-    def train_captions(self, n: int, generator: torch.Generator, image_size: int = 32) -> list[str]:
+    def train_captions(self, n: int, generator: torch.Generator, image_size: int | tuple[int, int] = 32) -> list[str]:
         """``n`` captions made only of training pairs, drawn as the training batches draw theirs.
 
         The reference for :meth:`held_out_captions`: adherence on these is what the model learnt

@@ -411,18 +411,20 @@ def _execute(args: argparse.Namespace) -> int:
 
 def _exercises(args: argparse.Namespace) -> int:
     from .course.exercises import stale_exercises, write_exercises
+    from .course.nbgrader_metadata import stale_nbgrader_metadata, write_nbgrader_metadata
 
     try:
         if args.check:
-            stale = stale_exercises(args.solutions, args.exercises)
+            stale = stale_nbgrader_metadata(args.solutions) + stale_exercises(args.solutions, args.exercises)
             for path in stale:
                 print(f"stale: {path}")
             if stale:
-                print(f"{len(stale)} exercise notebook(s) out of date: run `python -m minisd3 exercises`")
+                print(f"{len(stale)} notebook(s) out of date (exercises, or the solutions' nbgrader metadata): "
+                      "run `python -m minisd3 exercises`")
                 return 1
             print(f"{args.exercises}/ is up to date with {args.solutions}/")
             return 0
-        changed = write_exercises(args.solutions, args.exercises)
+        changed = write_nbgrader_metadata(args.solutions) + write_exercises(args.solutions, args.exercises)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -493,9 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="folder for the executed notebooks (same file names)")
     run.add_argument("--inplace", action="store_true", help="overwrite the notebooks themselves with their new outputs")
     run.set_defaults(handler=lambda a, h=_execute: run_guarded(h, a))
-    exercises = sub.add_parser("exercises", help="regenerate exercises/ from solutions/")
+    exercises = sub.add_parser("exercises", help="regenerate exercises/ from solutions/ (and the solutions' nbgrader "
+                                                  "metadata from their check cells)")
     exercises.add_argument("--check", action="store_true",
-                           help="change nothing; list stale exercise files and exit 1 if there are any")
+                           help="change nothing; list stale exercise files (and solutions whose nbgrader metadata is "
+                                "stale) and exit 1 if there are any")
     exercises.add_argument("--solutions", default="solutions", help="folder of solution notebooks (default: solutions)")
     exercises.add_argument("--exercises", default="exercises", help="folder of exercise notebooks (default: exercises)")
     exercises.set_defaults(handler=_exercises)

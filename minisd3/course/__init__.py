@@ -4,6 +4,7 @@
     checks      checks the practice notebooks call (one module per lesson)
     check_cells how the solutions mark their check cells and declare each one's points
     exercises   practice notebooks generated from solutions/ (the single source)
+    nbgrader_metadata  nbgrader's cell metadata in the solutions, derived from their check cells and solution blocks
     grading     grade one notebook: check cells restored, run cell by cell, each check scored from its result
     gradebook   grade a class: many notebooks, a CSV row each, a summary per check
     notebooks   execute notebooks headlessly (lessons top to bottom; practice cell by cell with time limits)

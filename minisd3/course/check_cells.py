@@ -6,7 +6,8 @@ In ``solutions/NN_name.ipynb`` a check cell carries, in its metadata, the check 
     "metadata": {"minisd3": {"check": "shift_time", "points": 1}}
 
 This is the one place points are declared. The exercise generator (:mod:`minisd3.course.exercises`)
-copies the metadata into exercises/ and locks the cells (:func:`check_cell_metadata`); the grader
+copies the metadata into exercises/ and locks the cells (:func:`check_cell_metadata`); nbgrader's own
+metadata in the solutions is derived from it (:mod:`minisd3.course.nbgrader_metadata`); the grader
 (:mod:`minisd3.course.grading`) puts every check cell back from the solutions before it runs a
 learner's copy and scores each check out of its points.
 """

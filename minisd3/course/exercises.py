@@ -86,9 +86,9 @@ def _check_syntax(source: str, where: str) -> None:
 
 def exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbformat.NotebookNode:
     """The exercise version of a solution notebook: solution blocks stubbed, outputs, execution counts
-    and run metadata dropped, cell ids numbered, notebook metadata fixed, hint cells kept collapsed
-    (``{"jupyter": {"source_hidden": true}}``), check cells keeping their check and points and locked
-    (:func:`~minisd3.course.check_cells.check_cell_metadata`).
+    and run metadata dropped (nbgrader's too), cell ids numbered, notebook metadata fixed, hint cells kept
+    collapsed (``{"jupyter": {"source_hidden": true}}``), cells with a solution block not deletable, check
+    cells keeping their check and points and locked (:func:`~minisd3.course.check_cells.check_cell_metadata`).
 
     Raises ValueError naming the cell when a solution block or a check cell's metadata is malformed.
     """
@@ -102,9 +102,11 @@ def exercise_notebook(solution: nbformat.NotebookNode, lesson: str) -> nbformat.
     for index, cell in enumerate(solution.cells):
         where = f"solutions/{lesson}.ipynb cell {index}"
         if cell.cell_type == "code":
-            source, _ = strip_solutions(cell.source, where)
+            source, stubs = strip_solutions(cell.source, where)
             _check_syntax(source, where)
             new = nbformat.v4.new_code_cell(source)
+            if stubs:  # as nbgrader's LockCells does to a solution cell: editable, not deletable
+                new.metadata["deletable"] = False
         elif cell.cell_type == "markdown":
             new = nbformat.v4.new_markdown_cell(cell.source)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -46,8 +47,16 @@ LESSON_CHECKS: dict[str, tuple[str, ...]] = {
 """The checks each lesson's practice notebook must pass, in notebook order."""
 
 
+NBGRADER_EXECUTION = "NBGRADER_EXECUTION"
+"""The variable nbgrader sets in the kernel while it autogrades or validates a notebook."""
+
+
 def _check(name: str, passed_message: str):
-    """Register a check body under ``name``: it raises :class:`Mistake`, the wrapper shows and returns."""
+    """Register a check body under ``name``: it raises :class:`Mistake`, the wrapper shows and returns.
+
+    Under nbgrader (:data:`NBGRADER_EXECUTION` set), a check that fails also raises AssertionError with its
+    line, because nbgrader scores an autograded test cell by whether it raised.
+    """
 
     def register(body: Callable[[Callable], None]) -> Callable[[Callable], CheckResult]:
         @functools.wraps(body)
@@ -60,6 +69,8 @@ def _check(name: str, passed_message: str):
             except Mistake as mistake:
                 result = CheckResult(name, False, mistake.mistake, str(mistake))
             result.show()
+            if not result.passed and os.environ.get(NBGRADER_EXECUTION):
+                raise AssertionError(result.line)
             return result
 
         CHECKS[name] = check

@@ -1,4 +1,6 @@
-"""Captioned shapes: seeded, captions round-trip, scenes show their prompts, held-out pairs stay out."""
+"""Captioned shapes: seeded, captions round-trip, scenes show their prompts, held-out pairs stay out;
+square and rectangular canvases."""
+import hashlib
 import itertools
 import math
 
@@ -12,6 +14,7 @@ from minisd3.shapes import (
     BACKGROUND,
     COLOURS,
     COUNT_WORDS,
+    MAX_ASPECT_RATIO,
     MAX_CAPTION_WORDS,
     MAX_COUNT_IN_RELATION,
     MIN_GAP,
@@ -19,6 +22,7 @@ from minisd3.shapes import (
     RELATIONS,
     SHAPES,
     SIZES,
+    SUPPORTED_CANVASES,
     SUPPORTED_SIZES,
     VOCABULARY,
     Group,
@@ -27,7 +31,10 @@ from minisd3.shapes import (
     Scene,
     SceneObject,
     caption,
+    check_canvas,
+    check_image_size,
     format_prompt,
+    object_extents,
     parse_caption,
     prompt_of_scene,
     relation_between,
@@ -38,6 +45,9 @@ from minisd3.shapes import (
     shape_mask,
     split_prompts,
 )
+
+RECTANGLES = [(24, 48), (48, 24), (32, 48), (48, 32), (32, 64), (64, 32)]
+"""Rectangular canvases (height, width) the tests cover: both orientations, ratios 1.5 and 2."""
 
 
 def all_prompts():
@@ -93,15 +103,23 @@ def test_parse_caption_reads_the_example_and_ignores_case_and_spacing():
     assert parse_caption("one large cyan square right of two small white circles").relation == "right of"
 
 
-@pytest.mark.parametrize("image_size", [24, 32])
+def canvas_seed(image_size):
+    """A seed per canvas: the side for a square (as before rectangles existed), 100·H + W for (H, W)."""
+    return image_size if isinstance(image_size, int) else 100 * image_size[0] + image_size[1]
+
+
+@pytest.mark.parametrize("image_size", [24, 32, *RECTANGLES], ids=str)
 def test_rendered_scenes_show_their_prompt(image_size):
-    generator = make_generator(image_size)
+    generator = make_generator(canvas_seed(image_size))
+    height, width = check_canvas(image_size)
     for _ in range(150):
         prompt = sample_prompt(generator)
         scene = render_prompt(prompt, generator, image_size)
+        assert scene.canvas == (height, width)
+        # the relation rule reads back the named relation (prompt_of_scene applies relation_between)
         assert prompt_of_scene(scene) == prompt and caption(scene) == format_prompt(prompt)
         centres = np.array([obj.centre for obj in scene.objects])
-        extents = np.array([OBJECT_EXTENTS[image_size][obj.size] for obj in scene.objects])
+        extents = np.array([object_extents(image_size)[obj.size] for obj in scene.objects])
         # boxes keep MIN_GAP background pixels between them
         for i, j in itertools.combinations(range(len(centres)), 2):
             reach = (extents[i] + extents[j]) // 2 + MIN_GAP
@@ -117,9 +135,137 @@ def test_rendered_scenes_show_their_prompt(image_size):
                 assert a.min() > b.max()
         # nothing overlaps: the coloured pixels are exactly the bitmaps' pixels
         image = render(scene)
+        assert image.shape == (3, height, width)
         coloured = (image != -1).any(0).sum().item()
-        assert coloured == sum(int(shape_mask(o.shape, OBJECT_EXTENTS[image_size][o.size]).sum())
+        assert coloured == sum(int(shape_mask(o.shape, object_extents(image_size)[o.size]).sum())
                                for o in scene.objects)
+
+
+@pytest.mark.parametrize("image_size", RECTANGLES, ids=str)
+def test_rectangular_canvases_render_height_by_width(image_size):
+    height, width = image_size
+    images, captions = sample_shapes(8, make_generator(2), image_size=image_size)
+    assert images.shape == (8, 3, height, width) and images.dtype == torch.float32
+    assert images.min() == -1 and images.max() == 1 and len(captions) == 8
+    again, captions_again = sample_shapes(8, make_generator(2), image_size=list(image_size))  # a list works too
+    assert torch.equal(images, again) and captions == captions_again
+    # objects use the whole canvas, along the long side too: centres reach both ends of each axis
+    generator = make_generator(3)
+    scenes = [render_prompt(sample_prompt(generator), generator, image_size) for _ in range(200)]
+    centres = np.array([obj.centre for scene in scenes for obj in scene.objects])
+    half_large = (object_extents(image_size)["large"] - 1) // 2
+    for axis, side in enumerate(image_size):
+        assert centres[:, axis].min() <= half_large and centres[:, axis].max() >= side - 1 - half_large, (axis, side)
+
+
+@pytest.mark.parametrize("relation", RELATIONS)
+@pytest.mark.parametrize("image_size", [(32, 64), (64, 32)], ids=str)
+def test_relations_split_along_the_right_side_of_a_rectangle(image_size, relation):
+    """Left/right splits across the width and above/below across the height: on the long axis the
+    groups spread over all of it, and the named relation always reads back."""
+    generator = make_generator(canvas_seed(image_size))
+    prompt = Prompt((Group(1, "small", "red", "circle"), Group(1, "small", "blue", "square")), relation)
+    axis = 0 if relation in ("above", "below") else 1
+    low, high = [], []  # positions along the axis of the object on the low (top, left) and the high side
+    for _ in range(100):
+        scene = render_prompt(prompt, generator, image_size)
+        a, b = (obj.centre for obj in scene.objects)
+        assert relation_between([a], [b]) == relation
+        first_low = relation in ("above", "left of")
+        low.append((a if first_low else b)[axis])
+        high.append((b if first_low else a)[axis])
+    long_side, short_side = max(image_size), min(image_size)
+    if image_size[axis] == long_side:
+        # the split line ranges over the whole long side: each side's object goes past the short side's length
+        assert max(low) > short_side and min(high) < long_side - short_side, (max(low), min(high))
+        assert max(high) >= long_side - 8 and min(low) <= 7
+
+
+@pytest.mark.parametrize("image_size, short", [((32, 64), 32), ((64, 32), 32), ((24, 48), 24), ((48, 32), 32)],
+                         ids=str)
+def test_objects_on_a_rectangle_are_drawn_as_on_the_square_of_its_shorter_side(image_size, short):
+    assert object_extents(image_size) == OBJECT_EXTENTS[short] == object_extents(short)
+    generator = make_generator(4)
+    for _ in range(30):
+        square = render_prompt(sample_prompt(generator), generator, short)
+        # the same objects moved onto the rectangle: the square's picture sits in it, the rest is background
+        shift = (int(torch.randint(image_size[0] - short + 1, (1,), generator=generator)),
+                 int(torch.randint(image_size[1] - short + 1, (1,), generator=generator)))
+        moved = Scene(tuple(SceneObject(o.shape, o.colour, o.size, (o.centre[0] + shift[0], o.centre[1] + shift[1]))
+                            for o in square.objects), image_size)
+        image = render(moved)
+        window = image[:, shift[0]: shift[0] + short, shift[1]: shift[1] + short]
+        assert torch.equal(window, render(square))
+        assert (image != -1).any(0).sum() == (window != -1).any(0).sum()
+        # and a prompt rendered on the rectangle stamps the square's bitmaps
+        scene = render_prompt(prompt_of_scene(square), generator, image_size)
+        rendered = render(scene)
+        for obj in scene.objects:
+            extent = OBJECT_EXTENTS[short][obj.size]
+            half = (extent - 1) // 2
+            row, col = obj.centre
+            box = rendered[:, row - half: row + half + 1, col - half: col + half + 1]
+            drawn = (box == torch.tensor(COLOURS[obj.colour])[:, None, None]).all(0).numpy()
+            assert (drawn == shape_mask(obj.shape, extent)).all()
+
+
+def test_supported_canvases_and_check_canvas():
+    assert set(RECTANGLES) < set(SUPPORTED_CANVASES)
+    assert {(s, s) for s in SUPPORTED_SIZES} < set(SUPPORTED_CANVASES)
+    assert all(max(c) <= MAX_ASPECT_RATIO * min(c) for c in SUPPORTED_CANVASES)
+    assert (24, 64) not in SUPPORTED_CANVASES and (64, 24) not in SUPPORTED_CANVASES
+    assert check_canvas(32) == (32, 32) and check_canvas((32, 64)) == (32, 64) and check_canvas([64, 32]) == (64, 32)
+    assert check_canvas(torch.Size([48, 24])) == (48, 24)
+    assert Scene((), (32, 64)).canvas == (32, 64) and Scene((), 24).canvas == (24, 24)
+    assert Scene((), [32, 64]) == Scene((), (32, 64))  # a list is kept as a tuple: scenes stay hashable
+    assert check_image_size(32) == 32  # the square-only check is unchanged
+    with pytest.raises(ValueError, match=r"image_size: expected one of \(24, 32, 48, 64\) pixels, got \(32, 64\)"):
+        check_image_size((32, 64))
+
+
+@pytest.mark.parametrize("bad", [(32, 96), (30, 32), (64, 24), "32x64", (32,), 16, (32.0, 64), (True, 32)], ids=str)
+def test_bad_canvases_get_a_one_line_error_naming_image_size(bad):
+    calls = [
+        lambda: check_canvas(bad),
+        lambda: sample_shapes(2, make_generator(0), image_size=bad),
+        lambda: render_prompt("one small red circle", make_generator(0), image_size=bad),
+        lambda: Scene((), image_size=bad),
+        lambda: split_prompts(0).held_out_captions(2, make_generator(0), image_size=bad),
+        lambda: object_extents(bad),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError) as err:
+            call()
+        message = str(err.value)
+        assert "\n" not in message and message.startswith("image_size: expected one of (24, 32, 48, 64) pixels")
+        assert "(height, width)" in message and "2× the shorter" in message and message.endswith(f"got {bad!r}")
+    with pytest.raises(ValueError, match="^canvas: expected"):
+        check_canvas(bad, "canvas")
+
+
+def test_rectangular_scene_centres_must_fit_both_sides():
+    Scene((SceneObject("circle", "red", "large", (16, 58)),), (32, 64))  # large is 11 px: columns 5 … 58
+    for centre in [(16, 59), (27, 30), (4, 30)]:
+        with pytest.raises(ValueError, match=r"objects: expected centres .*\[5, 26\] × \[5, 58\].*32×64 canvas"):
+            Scene((SceneObject("circle", "red", "large", centre),), (32, 64))
+
+
+def _digest(images, captions):
+    digest = hashlib.sha256(images.contiguous().numpy().tobytes())
+    digest.update("|".join(captions).encode())
+    return digest.hexdigest()[:16]
+
+
+def test_square_canvases_draw_what_they_drew_before_rectangles():
+    """An int S and the pair (S, S) draw the same, and the draws are those of the code before
+    rectangular canvases (digests recorded from it, commit 56c1806; they depend on torch's CPU
+    generator, so a torch that changed it would need them recorded again from that commit)."""
+    for side in SUPPORTED_SIZES:
+        images, captions = sample_shapes(6, make_generator(side), image_size=side)
+        pair_images, pair_captions = sample_shapes(6, make_generator(side), image_size=(side, side))
+        assert torch.equal(images, pair_images) and captions == pair_captions
+    assert _digest(*sample_shapes(4, make_generator(24), image_size=24)) == "19bfc6baceb35d58"
+    assert _digest(*sample_shapes(4, make_generator(32), image_size=32)) == "f74593ec669abb7b"
 
 
 def test_render_stamps_the_bitmap_at_the_centre():

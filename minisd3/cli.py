@@ -9,6 +9,7 @@ Course (:mod:`minisd3.course`):
     grade NOTEBOOK|FOLDER|GLOB... [--out grades.csv] [--json] [--timeout S] [--notebook-timeout S]
                                         grade learners' copies, each in its own kernel: one row per notebook
                                         and a summary per check (exit 0 graded, 1 some could not run, 2 bad input)
+    site --out site/                    the course website from the committed notebooks (none is run), offline
 
 Training engine (:mod:`minisd3.engine`):
 
@@ -484,6 +485,23 @@ def _grade(args: argparse.Namespace) -> int:
     return 0 if all(entry.report is not None for entry in book.entries) else 1
 
 
+def _site(args: argparse.Namespace) -> int:
+    """Exit 0 when the site was built, 1 when Sphinx warned (every warning fails the build), 2 for bad arguments."""
+    from .course.site import SiteBuildError, build_site
+
+    try:
+        built = build_site(args.out, quiet=not args.verbose)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SiteBuildError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {built.pages} pages to {built.out}/ in {built.seconds:.0f} s; open {built.out / 'index.html'} "
+          f"(or: python -m http.server -d {built.out})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command of ``python -m minisd3`` (module docstring)."""
     parser = argparse.ArgumentParser(prog="minisd3", description="minisd3 course tools")
@@ -518,6 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--notebook-timeout", type=_seconds, default=600,
                        help="seconds a whole notebook may run; the cells left score zero (default: 600)")
     grade.set_defaults(handler=_grade)
+    site = sub.add_parser("site", help="build the course website (lessons with their saved outputs, practice notebooks, "
+                                       "API reference) offline, without running any notebook")
+    site.add_argument("--out", default="site", help="folder for the site: new, empty, or a previous site (default: site)")
+    site.add_argument("--verbose", action="store_true", help="show Sphinx's progress")
+    site.set_defaults(handler=_site)
     add_engine_commands(sub)
     return parser
 

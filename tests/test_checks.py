@@ -172,14 +172,18 @@ def heun_variant(corrector_time_is_start=False, half=0.5, reverse=False):
     return heun
 
 
-@pytest.mark.parametrize("fn, keyword", [
+HEUN_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (heun_euler, "Euler"),
     (heun_variant(half=1.0), "½"),
     (heun_variant(corrector_time_is_start=True), "end of the step"),
     (heun_variant(reverse=True), "backwards"),
     (lambda velocity, z, steps: ode.heun(velocity, z, steps, return_trajectory=True).states, "final"),
     (lambda velocity, z, steps: ode.heun(lambda zz, t: velocity(zz, float(t[0])), z, steps), "shape"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", HEUN_SLIPS)
 def test_heun_mistakes(fn, keyword, capsys):
     assert_rejects("heun", fn, keyword, capsys)
 
@@ -193,13 +197,17 @@ def gaussian_variant(sign=1.0, swap=False, drop_mean=False, squares=True):
     return velocity
 
 
-@pytest.mark.parametrize("fn, keyword", [
+GAUSSIAN_VELOCITY_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (gaussian_variant(sign=-1.0), "sign"),
     (gaussian_variant(swap=True), "swapped"),
     (gaussian_variant(drop_mean=True), "− μ"),
     (gaussian_variant(squares=False), "squared"),
     (lambda z, t, mean, std: gaussian_variant()(z, t, mean, std)[:1], "shape"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", GAUSSIAN_VELOCITY_SLIPS)
 def test_gaussian_velocity_mistakes(fn, keyword, capsys):
     assert_rejects("gaussian_velocity", fn, keyword, capsys)
 
@@ -215,12 +223,16 @@ def q_sample_variant(root=True, swap=False, use_alphas=False, broadcast=True):
     return q_sample
 
 
-@pytest.mark.parametrize("fn, keyword", [
+Q_SAMPLE_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (q_sample_variant(root=False), "square root"),
     (q_sample_variant(swap=True), "swapped"),
     (q_sample_variant(use_alphas=True), "cumulative"),
     (q_sample_variant(broadcast=False), "reshape"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", Q_SAMPLE_SLIPS)
 def test_q_sample_mistakes(fn, keyword, capsys):
     assert_rejects("q_sample", fn, keyword, capsys)
 
@@ -238,14 +250,18 @@ def eps_loss_variant(target="eps", time="t", noised=True, reduce="mean", use_gen
     return eps_loss
 
 
-@pytest.mark.parametrize("fn, keyword", [
+EPS_LOSS_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (eps_loss_variant(target="x0"), "target"),
     (eps_loss_variant(time="k"), "model_time"),
     (eps_loss_variant(noised=False), "clean"),
     (eps_loss_variant(reduce="sum"), "mean"),
     (eps_loss_variant(use_generator=False), "generator"),
     (lambda model, x0, schedule, generator=None: ddpm.eps_loss(model, x0, schedule, generator).item(), "gradient"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", EPS_LOSS_SLIPS)
 def test_eps_loss_mistakes(fn, keyword, capsys):
     assert_rejects("eps_loss", fn, keyword, capsys)
 
@@ -263,13 +279,17 @@ def ancestral_variant(sign=-1.0, noise_at_zero=False, root_sigma=True, pass_k=Fa
     return ancestral_step
 
 
-@pytest.mark.parametrize("fn, keyword", [
+ANCESTRAL_STEP_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (ancestral_variant(sign=1.0), "sign"),
     (ancestral_variant(noise_at_zero=True), "k = 0"),
     (ancestral_variant(root_sigma=False), "square root"),
     (ancestral_variant(pass_k=True), "model_time"),
     (ancestral_variant(divide=False), "√α_k"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", ANCESTRAL_STEP_SLIPS)
 def test_ancestral_step_mistakes(fn, keyword, capsys):
     assert_rejects("ancestral_step", fn, keyword, capsys)
 
@@ -326,7 +346,7 @@ DDIM_SAMPLE_WRONG = [
     ("integer k to the model", ddim_variant(time="int"), "integer_time", "integer"),
     ("every DDPM step", ddim_variant(grid="every"), "every_ddpm_step", "skips"),
     ("stride T // steps, not reaching 0", ddim_variant(grid="stride"), "wrong_timesteps", "T − 1 down to 0"),
-    ("whole path returned", ddim_variant(trajectory=True), None, "final samples"),
+    ("whole path returned", ddim_variant(trajectory=True), "returned_trajectory", "final samples"),
 ]
 
 
@@ -353,21 +373,29 @@ def interpolate_variant(swap=False, roots=False, broadcast=True):
     return interpolate
 
 
-@pytest.mark.parametrize("fn, keyword", [
+INTERPOLATE_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (interpolate_variant(swap=True), "swapped"),
     (interpolate_variant(roots=True), "square roots"),
     (interpolate_variant(broadcast=False), "broadcast"),
     (lambda x0, eps, t: (1 - expand_time(t, x0)) * x0 + expand_time(t, x0) * eps, "float"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", INTERPOLATE_SLIPS)
 def test_interpolate_mistakes(fn, keyword, capsys):
     assert_rejects("interpolate", fn, keyword, capsys)
 
 
-@pytest.mark.parametrize("fn, keyword", [
+VELOCITY_TARGET_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (lambda x0, eps: x0 - eps, "sign"),
     (lambda x0, eps: eps, "subtract x0"),
     (lambda x0, eps: eps + x0, "difference"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", VELOCITY_TARGET_SLIPS)
 def test_velocity_target_mistakes(fn, keyword, capsys):
     assert_rejects("velocity_target", fn, keyword, capsys)
 
@@ -384,14 +412,18 @@ def euler_variant(sign=-1.0, step_size=True, at_end=False, reverse=False, scalar
     return euler_sample
 
 
-@pytest.mark.parametrize("fn, keyword", [
+EULER_SAMPLE_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (euler_variant(sign=1.0), "sign"),
     (euler_variant(step_size=False), "step size"),
     (euler_variant(at_end=True), "start of the step"),
     (euler_variant(reverse=True), "backwards"),
     (euler_variant(scalar_t=True), "shape"),
     (lambda model, noise, steps: rectified_flow.sample(model, noise, steps, return_trajectory=True).states, "final"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", EULER_SAMPLE_SLIPS)
 def test_euler_sample_mistakes(fn, keyword, capsys):
     assert_rejects("euler_sample", fn, keyword, capsys)
 
@@ -408,14 +440,18 @@ def straightness_variant(weight="abs", flip=False, reduce="sum", square=True):
     return straightness
 
 
-@pytest.mark.parametrize("fn, keyword", [
+STRAIGHTNESS_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (straightness_variant(weight="none"), "step size"),
     (straightness_variant(weight="signed"), "|h_i|"),
     (straightness_variant(flip=True), "start − end"),
     (straightness_variant(reduce="mean"), "sums"),
     (straightness_variant(square=False), "square"),
     (lambda trajectory: torch.zeros(3), "one number"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", STRAIGHTNESS_SLIPS)
 def test_straightness_mistakes(fn, keyword, capsys):
     assert_rejects("straightness", fn, keyword, capsys)
 
@@ -501,7 +537,8 @@ def logit_normal_variant(sigmoid=True, scale="s", uniform=False, sign=1.0, use_g
     return sample_logit_normal
 
 
-@pytest.mark.parametrize("fn, keyword", [
+SAMPLE_LOGIT_NORMAL_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (logit_normal_variant(sigmoid=False), "sigmoid"),
     (logit_normal_variant(scale="s2"), "s²"),
     (logit_normal_variant(uniform=True), "N(0, 1)"),
@@ -509,17 +546,24 @@ def logit_normal_variant(sigmoid=True, scale="s", uniform=False, sign=1.0, use_g
     (logit_normal_variant(use_generator=False), "generator"),
     (lambda n, m=0.0, s=1.0, generator=None, device=None: torch.sigmoid(m + s * torch.randn(n, 1, generator=generator)),
      "shape"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", SAMPLE_LOGIT_NORMAL_SLIPS)
 def test_sample_logit_normal_mistakes(fn, keyword, capsys):
     assert_rejects("sample_logit_normal", fn, keyword, capsys)
 
 
-@pytest.mark.parametrize("fn, keyword", [
+SHIFT_TIME_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (lambda t, alpha: t / (alpha - (alpha - 1) * t), "wrong way"),
     (lambda t, alpha: timesteps.shift_time(timesteps.shift_time(t, alpha), alpha), "twice"),
     (lambda t, alpha: alpha * t, "denominator"),
     (lambda t, alpha: alpha * t / (1 + alpha * t), "1 + (α − 1)·t"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", SHIFT_TIME_SLIPS)
 def test_shift_time_mistakes(fn, keyword, capsys):
     assert_rejects("shift_time", fn, keyword, capsys)
 
@@ -536,7 +580,8 @@ def embedding_variant(scale=1000.0, sin_first=False, divisor=None, sign=-1.0, fi
     return timestep_embedding
 
 
-@pytest.mark.parametrize("fn, keyword", [
+TIMESTEP_EMBEDDING_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (embedding_variant(scale=1.0), "not scaled by 1000"),
     (embedding_variant(sin_first=True), "swapped"),
     (embedding_variant(divisor=lambda half: half - 1), "half − 1"),
@@ -544,7 +589,10 @@ def embedding_variant(scale=1000.0, sin_first=False, divisor=None, sign=-1.0, fi
     (embedding_variant(interleave=True), "interleaved"),
     (embedding_variant(fixed_half=128), "wrong shape"),
     (lambda t, dim=256: embeddings.timestep_embedding(t, dim).T, "wrong shape"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", TIMESTEP_EMBEDDING_SLIPS)
 def test_timestep_embedding_mistakes(fn, keyword, capsys):
     assert_rejects("timestep_embedding", fn, keyword, capsys)
 
@@ -553,14 +601,18 @@ def positions_variant(**knobs):
     return lambda dim, rows, cols: lesson05_embeddings._positions_2d(dim, rows, cols, **knobs).float()
 
 
-@pytest.mark.parametrize("fn, keyword", [
+SINCOS_2D_POSITIONS_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (positions_variant(columns_first=False), "row (y) half comes first"),
     (positions_variant(row_major=False), "column-major"),
     (positions_variant(sin_first=False), "cosines before sines"),
     (lambda dim, rows, cols: lesson05_embeddings._positions_2d(dim, rows, cols, divisor=dim // 2).float(), "divide i by k"),
     (lambda dim, rows, cols: embeddings.sincos_2d_positions(dim, rows, cols).T, "wrong shape"),
     (lambda dim, rows, cols: embeddings.sincos_2d_positions(dim, rows, cols) * 2, "not in one of the usual ways"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", SINCOS_2D_POSITIONS_SLIPS)
 def test_sincos_2d_positions_mistakes(fn, keyword, capsys):
     assert_rejects("sincos_2d_positions", fn, keyword, capsys)
 
@@ -571,12 +623,16 @@ def patchify_variant(pattern):
     return lambda x, p: rearrange(x, f"b c (h p) (w q) -> {pattern}", p=p, q=p)
 
 
-@pytest.mark.parametrize("fn, keyword", [
+PATCHIFY_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (patchify_variant("b (w h) (p q c)"), "column-major"),
     (patchify_variant("b (h w) (c p q)"), "channel-first"),
     (lambda x, p: x.reshape(x.shape[0], -1, p * p * x.shape[1]), "plain reshape"),
     (lambda x, p: patches.patchify(x, p).transpose(1, 2), "wrong shape"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", PATCHIFY_SLIPS)
 def test_patchify_mistakes(fn, keyword, capsys):
     assert_rejects("patchify", fn, keyword, capsys)
 
@@ -588,36 +644,48 @@ def unpatchify_variant(pattern, swap_grid=False):
     return unpatchify
 
 
-@pytest.mark.parametrize("fn, keyword", [
+UNPATCHIFY_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (unpatchify_variant("b (w h) (p q c)"), "column-major"),
     (unpatchify_variant("b (h w) (c p q)"), "channel-first"),
     (unpatchify_variant("b (h w) (p q c)", swap_grid=True), "first entry of grid"),
     (lambda tokens, p, grid: tokens.reshape(tokens.shape[0], -1, grid[0] * p, grid[1] * p), "not the inverse"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", UNPATCHIFY_SLIPS)
 def test_unpatchify_mistakes(fn, keyword, capsys):
     assert_rejects("unpatchify", fn, keyword, capsys)
 
 
-@pytest.mark.parametrize("fn, keyword", [
+MODULATE_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (lambda x, shift, scale: x * scale[:, None] + shift[:, None], "1 +"),
     (lambda x, shift, scale: x * (1 + shift[:, None]) + scale[:, None], "swapped"),
     (lambda x, shift, scale: (x + shift[:, None]) * (1 + scale[:, None]), "before scaling"),
     (lambda x, shift, scale: x * (1 + scale) + shift, "broadcast"),
     (lambda x, shift, scale: x * (1 + scale[None]) + shift[None] if x.shape[0] == x.shape[1]
      else blocks.modulate(x, shift, scale), "no broadcasting over tokens"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", MODULATE_SLIPS)
 def test_modulate_mistakes(fn, keyword, capsys):
     assert_rejects("modulate", fn, keyword, capsys)
 
 
-@pytest.mark.parametrize("fn, keyword", [
+CFG_COMBINE_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (lambda v_u, v_c, w: v_u + w * v_c, "v_cond only"),
     (lambda v_u, v_c, w: w * v_c, "v_cond only"),
     (lambda v_u, v_c, w: w * v_c - (1 - w) * v_u, "v_cond only"),
     (lambda v_u, v_c, w: v_u - w * (v_c - v_u), "sign"),
     (lambda v_u, v_c, w: v_c + w * (v_u - v_c), "swapped"),
     (lambda v_u, v_c, w: v_c + w * (v_c - v_u), "w + 1"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", CFG_COMBINE_SLIPS)
 def test_cfg_combine_mistakes(fn, keyword, capsys):
     assert_rejects("cfg_combine", fn, keyword, capsys)
 
@@ -662,7 +730,7 @@ GUIDED_SAMPLE_WRONG = [
     ("no step size", guided_variant(step_size=False), "missing_step_size", "step size"),
     ("time reversed", guided_variant(reverse=True), "time_reversed", "backwards"),
     ("scalar t", guided_variant(scalar_t=True), "time_wrong_shape", "shape"),
-    ("whole path returned", guided_variant(trajectory=True), None, "final samples"),
+    ("whole path returned", guided_variant(trajectory=True), "returned_trajectory", "final samples"),
 ]
 
 
@@ -697,7 +765,8 @@ def joint_variant(separate=False, cat_dim=2, reverse_cat=False, reverse_out=Fals
     return joint_attention
 
 
-@pytest.mark.parametrize("fn, keyword", [
+JOINT_ATTENTION_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (joint_variant(separate=True), "no cross-talk"),
     (joint_variant(cat_dim=1), "sequence axis"),
     (joint_variant(cat_dim=3), "sequence axis"),
@@ -707,7 +776,10 @@ def joint_variant(separate=False, cat_dim=2, reverse_cat=False, reverse_out=Fals
     (joint_variant(merge=False), "merge the heads"),
     (lambda streams: torch.cat(lesson07_mmdit._joint_attention_reference(streams), dim=1), "one output per stream"),
     (lambda streams: lesson07_mmdit._joint_attention_reference([(q.div_(2), k, v) for q, k, v in streams]), "in place"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", JOINT_ATTENTION_SLIPS)
 def test_joint_attention_mistakes(fn, keyword, capsys):
     assert_rejects("joint_attention", fn, keyword, capsys)
 
@@ -723,7 +795,8 @@ def rms_variant(centre=False, dim=-1, gain=True, eps_inside=True, use_eps=True, 
     return rms_norm
 
 
-@pytest.mark.parametrize("fn, keyword", [
+RMS_NORM_SLIPS = [
+    # (their function, a keyword of the message that names the slip)
     (rms_variant(centre=True), "LayerNorm"),
     (rms_variant(dim=2), "sequence"),
     (rms_variant(dim=1), "heads"),
@@ -733,7 +806,10 @@ def rms_variant(centre=False, dim=-1, gain=True, eps_inside=True, use_eps=True, 
     (rms_variant(root=False), "square root"),
     (lambda u, g, eps=1e-6: rms_variant()(u, g), "eps argument"),
     (lambda u, g, eps=1e-6: (u / (u**2).mean(-1).add(eps).sqrt() * g), "keepdim"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, keyword", RMS_NORM_SLIPS)
 def test_rms_norm_mistakes(fn, keyword, capsys):
     assert_rejects("rms_norm", fn, keyword, capsys)
 
@@ -994,7 +1070,7 @@ BUILD_CONTEXT_WRONG = [
     ("keep inverted", context_variant(zero="inverted"), "keep_inverted", "inverted"),
     ("projections swapped", context_variant(swap=True), "projections_swapped", "own projection"),
     ("tokens zeroed in place", context_variant(zero="before", in_place=True), "in_place", "in place"),
-    ("keep[:, e] not reshaped", context_variant(reshape_keep=False), None, "(B, 1, 1)"),
+    ("keep[:, e] not reshaped", context_variant(reshape_keep=False), "shapes_do_not_line_up", "(B, 1, 1)"),
 ]
 
 
@@ -1138,7 +1214,7 @@ DPO_OBJECTIVE_WRONG = [
      "per pair"),
     ("one loss per pair", dpo_objective_variant(reduce="none"), "not_averaged", "average"),
     ("(L, m) returned", dpo_objective_variant(reduce="pair"), "returned_tuple", "only the loss"),
-    ("a plain float", lambda mw, ml, rw, rl, beta: float(dpo_objective_variant()(mw, ml, rw, rl, beta)), None,
+    ("a plain float", lambda mw, ml, rw, rl, beta: float(dpo_objective_variant()(mw, ml, rw, rl, beta)), "not_a_tensor",
      "torch.Tensor"),
 ]
 
@@ -1384,7 +1460,7 @@ def in_place_velocity(x0, eps):
     ("velocity_target", in_place_velocity, "in_place"),
     # failures that are not one of the catalogued variants carry no identifier
     ("q_sample", crashes, None),
-    ("timestep_embedding", lambda t, dim=256: embeddings.timestep_embedding(t, dim).T, None),
+    ("timestep_embedding", lambda t, dim=256: embeddings.timestep_embedding(t, dim).T, "axes_swapped"),
     ("sincos_2d_positions", lambda dim, rows, cols: embeddings.sincos_2d_positions(dim, rows, cols) * 2, None),
 ])
 def test_mistake_identifier(name, fn, mistake, capsys):
@@ -1530,7 +1606,7 @@ def ancestral_sigma_beta(model, x, k, schedule, noise):
     return mean if k == 0 else mean + beta.sqrt() * noise
 
 
-@pytest.mark.parametrize("fn, mistake", [
+ANCESTRAL_STEP_NAMED = [
     # the wrong variants named before this change, in the ε form …
     (ancestral_variant(sign=1.0), "sign_flipped"),
     (ancestral_variant(noise_at_zero=True), "noise_at_last_step"),
@@ -1552,7 +1628,10 @@ def ancestral_sigma_beta(model, x, k, schedule, noise):
     (lambda model, x, k, schedule, noise: posterior_mean_step()(model, x, k, schedule, noise)
      + (schedule.betas[0].sqrt() * noise if k == 0 else 0), "noise_at_last_step"),
     (lambda model, x, k, schedule, noise: posterior_mean_step()(model, x, k, schedule, 0 * noise), "missing_noise"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, mistake", ANCESTRAL_STEP_NAMED)
 def test_ancestral_step_wrong_variants_stay_named(fn, mistake, capsys):
     result = run_check("ancestral_step", fn, capsys)
     assert not result.passed
@@ -1595,7 +1674,7 @@ def eps_loss_own_generator(model, x0, schedule, generator=None):
     return ((model(ddpm.q_sample(x0, k, eps, schedule), schedule.model_time(k)) - eps) ** 2).mean()
 
 
-@pytest.mark.parametrize("name, fn", [
+GLOBAL_RNG_WRONG = [
     ("sample_logit_normal", logit_normal_global_seed),
     ("sample_logit_normal", logit_normal_global_rng),
     ("sample_logit_normal", logit_normal_reseeds_generator),
@@ -1607,7 +1686,10 @@ def eps_loss_own_generator(model, x0, schedule, generator=None):
     ("encoder_drop_mask", drop_variant("global_seed")),
     ("encoder_drop_mask", drop_variant("global_rng")),
     ("encoder_drop_mask", drop_variant("own")),
-])
+]
+
+
+@pytest.mark.parametrize("name, fn", GLOBAL_RNG_WRONG)
 def test_global_rng_is_named(name, fn, capsys):
     result = run_check(name, fn, capsys)
     assert not result.passed
@@ -2221,3 +2303,66 @@ def _ema_lerp(ema, weights, ema_decay, first_step):
 def test_lesson08_09_new_exercises_accept_other_correct_forms(name, fn, capsys):
     result = run_check(name, fn, capsys)
     assert result.passed, result.message
+
+
+# ----------------------------------------------------------------------------- the audit over every check
+
+def every_wrong_answer() -> list[tuple[str, str, object]]:
+    """Every wrong answer the tests above try, as ``(check, what the student did, their function)``: the
+    list a fresh reader's slips are kept in (issue 15, item 3)."""
+    slips = {"heun": HEUN_SLIPS, "gaussian_velocity": GAUSSIAN_VELOCITY_SLIPS, "q_sample": Q_SAMPLE_SLIPS,
+             "eps_loss": EPS_LOSS_SLIPS, "ancestral_step": ANCESTRAL_STEP_SLIPS, "interpolate": INTERPOLATE_SLIPS,
+             "velocity_target": VELOCITY_TARGET_SLIPS, "euler_sample": EULER_SAMPLE_SLIPS,
+             "straightness": STRAIGHTNESS_SLIPS, "sample_logit_normal": SAMPLE_LOGIT_NORMAL_SLIPS,
+             "shift_time": SHIFT_TIME_SLIPS, "timestep_embedding": TIMESTEP_EMBEDDING_SLIPS,
+             "sincos_2d_positions": SINCOS_2D_POSITIONS_SLIPS, "patchify": PATCHIFY_SLIPS,
+             "unpatchify": UNPATCHIFY_SLIPS, "modulate": MODULATE_SLIPS, "cfg_combine": CFG_COMBINE_SLIPS,
+             "joint_attention": JOINT_ATTENTION_SLIPS, "rms_norm": RMS_NORM_SLIPS}
+    tables = {"ddim_sample": DDIM_SAMPLE_WRONG, "reflow_loss": REFLOW_LOSS_WRONG, "guided_sample": GUIDED_SAMPLE_WRONG,
+              "joint_block_forward": JOINT_BLOCK_WRONG, "char_tokenize": CHAR_TOKENIZE_WRONG,
+              "encoder_drop_mask": ENCODER_DROP_WRONG, "build_context": BUILD_CONTEXT_WRONG,
+              "mix_captions": MIX_CAPTIONS_WRONG, "dpo_objective": DPO_OBJECTIVE_WRONG,
+              "dpo_errors": DPO_ERRORS_WRONG, "validation_loss": VALIDATION_LOSS_WRONG}
+    rows = [(name, f"the slip its message calls {keyword!r}", fn) for name, pairs in slips.items() for fn, keyword in pairs]
+    rows += [(name, what, fn) for name, table in tables.items() for what, fn, *_ in table]
+    rows += [(name, what, fn) for name, what, fn, *_ in WRONG_ANSWERS + LESSON08_09_WRONG]
+    rows += [("ancestral_step", f"a slip named {mistake}", fn) for fn, mistake in ANCESTRAL_STEP_NAMED]
+    rows += [(name, f"{getattr(fn, '__name__', 'a variant')} (global RNG)", fn) for name, fn in GLOBAL_RNG_WRONG]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def audit():
+    """Each check's distinct wrong answers with their results: answers the check cannot tell apart (the same
+    mistake and message) count once, as copies of each other."""
+    import contextlib
+    import io
+
+    seen, distinct = set(), {}
+    for name, what, fn in every_wrong_answer():
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = CHECKS[name](fn)
+        key = (name, result.passed, result.mistake, result.message)
+        if key not in seen:
+            seen.add(key)
+            distinct.setdefault(name, []).append((what, result))
+    return distinct
+
+
+def test_every_check_rejects_at_least_three_distinct_wrong_answers(audit):
+    assert sorted(audit) == sorted(CHECKS)
+    few = {name: len(rows) for name, rows in audit.items() if len(rows) < 3}
+    assert not few, f"checks with fewer than three distinct wrong answers in the tests: {few}"
+    passed = [f"{name}: {what}" for name, rows in audit.items() for what, result in rows if result.passed]
+    assert not passed, passed
+
+
+def test_most_wrong_answers_are_named_over_every_check(audit):
+    """At least 80 % of all the distinct wrong answers are named (the result carries the mistake's identifier,
+    not only a generic "wrong value"), and at least half of each check's."""
+    rows = [(name, what, result) for name, answers in audit.items() for what, result in answers]
+    named = sum(result.mistake is not None for _, _, result in rows)
+    unnamed = [f"{name}: {what} — {result.message}" for name, what, result in rows if result.mistake is None]
+    assert named >= 0.8 * len(rows), f"{named}/{len(rows)} named; unnamed:\n" + "\n".join(unnamed)
+    for name, answers in audit.items():
+        assert sum(result.mistake is not None for _, result in answers) >= 0.5 * len(answers), name

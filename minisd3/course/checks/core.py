@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 
 import torch
@@ -98,12 +99,37 @@ def _call(fn: Callable, name: str, *args, hint: str = "", **kwargs):
         raise
     except Exception as err:  # a learner's code can raise anything; say what and where to look
         message = f"calling {name} raised {type(err).__name__}: {error_summary(err)}"
-        raise Mistake(message + (f" — {hint}" if hint else "")) from err
+        # a size mismatch where the check's hint says which shapes to line up is that slip, named
+        mistake = "shapes_do_not_line_up" if hint and _SIZE_MISMATCH.search(str(err)) else None
+        raise Mistake(message + (f" — {hint}" if hint else ""), mistake) from err
     for original, tensor in zip(originals, tensors):
         if tensor.shape != original.shape or not torch.equal(tensor.detach(), original):
             raise Mistake(f"{name} changed one of its input tensors in place; compute a new tensor instead "
                           "(write z = z + h * v, not z += h * v)", "in_place")
     return out
+
+
+_SIZE_MISMATCH = re.compile(r"must match the size|Sizes of tensors must match|shapes cannot be multiplied|"
+                            r"not broadcastable|size mismatch")
+"""PyTorch's wording for tensors whose shapes do not line up (broadcasting, concatenation, matmul)."""
+
+
+def _shape_slip(got: tuple[int, ...], want: tuple[int, ...]) -> tuple[str, str] | None:
+    """A recognisable wrong shape, as ``(mistake, what to say)``: two axes swapped, the whole path
+    stacked in front of the result, or an axis of size 1 too many or too few."""
+    if len(got) == len(want) and sorted(got) == sorted(want):
+        swaps = [(i, j) for i in range(len(got)) for j in range(i + 1, len(got))
+                 if got[:i] + (got[j],) + got[i + 1:j] + (got[i],) + got[j + 1:] == want]
+        if swaps:
+            i, j = swaps[0]
+            return "axes_swapped", f"axes {i} and {j} are swapped"
+    if len(got) == len(want) + 1 and got[1:] == want:
+        return "returned_trajectory", f"a leading axis of {got[0]} too many, as if every step were stacked"
+    if len(got) == len(want) + 1 and got[:-1] == want and got[-1] == 1:
+        return "extra_axis", "a trailing axis of size 1 too many"
+    if len(got) + 1 == len(want) and 1 in want and got == tuple(size for size in want if size != 1)[:len(got)]:
+        return "missing_axis", "an axis of size 1 is missing (keepdim=True, or [:, None])"
+    return None
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
@@ -121,10 +147,12 @@ def _compare(got, want: torch.Tensor, mutations: Sequence[tuple[str, str, torch.
     ``rtol`` the relative one (loosen it where algebraically equal forms round differently in float32).
     """
     if not isinstance(got, torch.Tensor):
-        raise Mistake(f"should return a torch.Tensor, got {type(got).__name__}")
+        raise Mistake(f"should return a torch.Tensor, got {type(got).__name__}", "not_a_tensor")
     if tuple(got.shape) != tuple(want.shape):
+        slip = _shape_slip(tuple(got.shape), tuple(want.shape))
         raise Mistake(f"wrong shape: expected {tuple(want.shape)}, got {tuple(got.shape)}"
-                      + (f" — {shape_hint}" if shape_hint else ""))
+                      + (f" ({slip[1]})" if slip else "") + (f" — {shape_hint}" if shape_hint else ""),
+                      slip[0] if slip else None)
     if not got.is_floating_point():
         raise Mistake(f"expected floating-point values, got dtype {got.dtype}")
     got = got.detach().cpu().double()
@@ -157,12 +185,13 @@ def _require_generator(same_seed_same: bool, other_seed_differs: bool, what: str
 def _as_number(value, name: str) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise Mistake(f"{name} should return one number, got a tensor of shape {tuple(value.shape)}")
+            raise Mistake(f"{name} should return one number, got a tensor of shape {tuple(value.shape)} "
+                          "(reduce it to one value)", "not_one_number")
         return float(value.detach())
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise Mistake(f"{name} should return one number, got {type(value).__name__}") from None
+        raise Mistake(f"{name} should return one number, got {type(value).__name__}", "not_one_number") from None
 
 
 def _near(a: float, b: float, rel: float = 1e-4, abs_tol: float = 1e-6) -> bool:

@@ -47,11 +47,16 @@ def _train(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.max_steps is not None:
         overrides.append(f"max_steps={args.max_steps}")
+    if args.init_from is not None:
+        overrides.append(f"init_from={args.init_from}")
     config = apply_overrides(preset_config(args.preset), overrides)
     if args.out is None and args.resume is None:
         raise ValueError("--out: expected a run directory (or --resume DIR to continue a run there), got none")
     out = Path(args.out if args.out is not None else args.resume)
     summary = train_run(config, out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+    if config.init_from and args.resume is None:
+        print(f"started from the weights of {config.init_from} (EMA); optimizer, learning-rate schedule and EMA "
+              f"started fresh")
     if "moved_aside" in summary:
         print(f"the previous run in {out} was moved to {summary['moved_aside']}")
     adherence = summary.get("evaluation", {}).get("adherence")
@@ -80,6 +85,25 @@ def check_sample_flags(args: argparse.Namespace) -> None:
     if out.suffix and not out.is_dir() and out.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f"--out: expected a folder or a file name ending in one of {', '.join(IMAGE_SUFFIXES)}, "
                          f"got {args.out!r}")
+
+
+def sample_size(pixels: list[int], source, config) -> tuple[int, int]:
+    """``--size H W`` (image pixels) as the model's own (H, W): latents for a latent model (÷ f).
+
+    Raises ValueError naming ``--size`` for sides that are not multiples of f × patch size, or (shapes)
+    for a canvas the detector cannot read.
+    """
+    factor = source.factor if source is not None else 1
+    step = factor * config.patch_size
+    height, width = pixels
+    if height < step or width < step or height % step or width % step:
+        raise ValueError(f"--size: expected H W in pixels, positive multiples of {step} (autoencoder factor {factor} × "
+                         f"patch size {config.patch_size}), got {height} {width}")
+    if getattr(source, "split", None) is not None:  # shapes: a canvas the detector reads
+        from .shapes import check_canvas
+
+        check_canvas((height, width), "--size")
+    return height // factor, width // factor
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -122,8 +146,9 @@ def _sample(args: argparse.Namespace) -> int:
         if names is None or not only or not set(only) <= set(names):
             raise ValueError(f"--text-encoders: expected names among {names or ('(this model reads one encoder)',)} "
                              f"joined by '+', got {args.text_encoders!r}")
+    size = sample_size(args.size, source, config) if args.size is not None else None
     images = model.sample([prompt] * args.n, steps=steps, cfg=cfg, shift=shift, method=args.method,
-                          generator=make_generator(args.seed), only=only)
+                          generator=make_generator(args.seed), only=only, size=size)
     if source is not None:  # latents (a cache, or shapes encoded on the fly) are decoded; pixels pass through
         images = source.to_images(images)
     out = Path(args.out)
@@ -261,6 +286,9 @@ def add_engine_commands(sub) -> None:
     p.add_argument("--resume", help="continue a run exactly from its latest checkpoint (a run directory; "
                                     "written back there unless --out names another)")
     p.add_argument("--overwrite", action="store_true", help="start over in a non-empty --out (the old run is moved aside)")
+    p.add_argument("--init-from", help="fine-tune: start from the weights of another run or stored model (its EMA), "
+                                       "e.g. on a larger canvas (--set image_size=16); optimizer, schedule and EMA "
+                                       "start fresh; same as --set init_from=RUN")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_threads(p)
     p.set_defaults(handler=lambda a, h=_train: run_guarded(h, a))
@@ -277,6 +305,8 @@ def add_engine_commands(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n", type=int, default=8, help="how many samples")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="image height and width in pixels (default: the run's training canvas)")
     p.add_argument("--text-encoders", help="the text encoders to condition on, '+'-joined (a glyphs model: e.g. "
                                            "'word' samples without the character encoder, as SD3 without T5)")
     add_device(p)

@@ -59,15 +59,16 @@ def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def sincos_2d_positions(dim: int, rows: int, cols: int, row_spacing: float = 1.0,
-                        col_spacing: float = 1.0) -> torch.Tensor:
+                        col_spacing: float = 1.0, origin: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
     """Fixed 2-D sin-cos positions for a rows×cols grid of patches, shape (rows·cols, dim), row-major.
 
-    The first half of the channels encodes the column coordinate x = j·col_spacing and the
-    second half the row coordinate y = i·row_spacing, each with :func:`sincos_1d` (as DiT and SD3).
+    The first half of the channels encodes the column coordinate x = origin[1] + j·col_spacing and the
+    second half the row coordinate y = origin[0] + i·row_spacing, each with :func:`sincos_1d` (as DiT
+    and SD3; ``origin`` (0, 0) and spacing 1 is their table).
     """
     if dim % 4:
         raise ValueError(f"dim: expected a multiple of 4 (two sin-cos halves), got {dim}")
-    y = torch.arange(rows, dtype=torch.float64) * row_spacing
-    x = torch.arange(cols, dtype=torch.float64) * col_spacing
+    y = origin[0] + torch.arange(rows, dtype=torch.float64) * row_spacing
+    x = origin[1] + torch.arange(cols, dtype=torch.float64) * col_spacing
     yy, xx = torch.meshgrid(y, x, indexing="ij")
     return torch.cat([sincos_1d(xx.flatten(), dim // 2), sincos_1d(yy.flatten(), dim // 2)], dim=1).float()

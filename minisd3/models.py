@@ -20,21 +20,39 @@ from .embeddings import TimestepEmbedder, sincos_2d_positions
 from .patches import check_patchable, patchify, unpatchify
 from .validation import check_tensor, check_time, values_checkable
 
+POSITION_LAYOUTS = ("scaled", "extended")
+"""How :class:`PatchEmbedding` lays out the positions of a patch grid other than its base grid."""
+
 
 class PatchEmbedding(nn.Module):
     """Linear(patchify(x)) + fixed 2-D sin-cos positions.
 
-    Positions follow SD3: with ``pos_embed_max_size`` M, a table for an M×M grid with spacing
-    base/M (base = input_size/p) is cropped at its centre to the image's grid; without it, an
-    h×w grid uses spacing base/h and base/w (spacing 1 at the training size).
+    The base grid (``position_base`` patches a side; default input_size/p, the grid the model is
+    trained on) has positions at integer coordinates 0 … base − 1. Another h×w grid, e.g. a larger
+    canvas at fine-tuning or a non-square one, is laid out by ``layout``:
+
+        "scaled"    spacing base/h and base/w: the grid spans the base grid's range, finer (DiT, PixArt;
+                    diffusers' ``get_2d_sincos_pos_embed`` with ``base_size``). A non-square grid is stretched.
+        "extended"  spacing 1, centred on the base grid: coordinate i − (h − base)/2, so the base grid's
+                    positions sit in the middle and a larger grid continues beyond them, as SD3 crops the
+                    centre of a larger fixed table (``pos_embed_max_size``) at one spacing.
+
+    With ``pos_embed_max_size`` M (SD3, diffusers' ``PatchEmbed``), a table for an M×M grid with spacing
+    base/M is cropped at its centre to the image's grid instead. Raises ValueError for an unknown
+    ``layout``, a ``position_base`` < 1, or (with M) a grid larger than M×M.
     """
 
     def __init__(self, in_channels: int, dim: int, patch_size: int, input_size: int,
-                 pos_embed_max_size: int | None = None):
+                 pos_embed_max_size: int | None = None, position_base: int | None = None, layout: str = "scaled"):
         super().__init__()
+        if layout not in POSITION_LAYOUTS:
+            raise ValueError(f"position_layout: expected one of {POSITION_LAYOUTS}, got {layout!r}")
+        if position_base is not None and position_base < 1:
+            raise ValueError(f"position_base: expected a positive number of patches, got {position_base}")
         self.patch_size = patch_size
-        self.base = input_size // patch_size
+        self.base = position_base or input_size // patch_size
         self.max_size = pos_embed_max_size
+        self.layout = layout
         self.proj = nn.Linear(patch_size * patch_size * in_channels, dim)
         size = pos_embed_max_size or self.base
         spacing = self.base / size
@@ -54,7 +72,10 @@ class PatchEmbedding(nn.Module):
         if rows == cols == self.base:
             return self.table
         dim = self.table.shape[1]
-        return sincos_2d_positions(dim, rows, cols, self.base / rows, self.base / cols).to(self.table.device)
+        if self.layout == "scaled":
+            return sincos_2d_positions(dim, rows, cols, self.base / rows, self.base / cols).to(self.table.device)
+        origin = ((self.base - rows) / 2, (self.base - cols) / 2)
+        return sincos_2d_positions(dim, rows, cols, origin=origin).to(self.table.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, cols = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
@@ -78,6 +99,8 @@ class MMDiTConfig:
     mlp_ratio: float = 4.0
     qk_norm: bool = False
     pos_embed_max_size: int | None = None
+    position_base: int | None = None  # patches a side with positions 0 … base − 1 (default input_size/p)
+    position_layout: str = "scaled"  # other grids: "scaled" or "extended" (PatchEmbedding)
 
     @property
     def hidden(self) -> int:
@@ -112,7 +135,8 @@ class MMDiT(nn.Module):
         self.config = config
         dim, p = config.hidden, config.patch_size
         out_channels = config.out_channels or config.in_channels
-        self.patch_embed = PatchEmbedding(config.in_channels, dim, p, config.input_size, config.pos_embed_max_size)
+        self.patch_embed = PatchEmbedding(config.in_channels, dim, p, config.input_size, config.pos_embed_max_size,
+                                          config.position_base, config.position_layout)
         self.t_embedder = TimestepEmbedder(dim)
         self.pooled_embedder = nn.Sequential(nn.Linear(config.pooled_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.context_embedder = nn.Linear(config.context_dim, dim)

@@ -86,13 +86,21 @@ class TextToImage(nn.Module):
     @torch.no_grad()
     def sample(self, captions: Sequence[str], steps: int = 20, cfg: float = 3.0, shift: float = 1.0,
                method: str = "euler", generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
-               return_trajectory: bool = False, only: Sequence[str] | None = None) -> torch.Tensor | Trajectory:
+               return_trajectory: bool = False, only: Sequence[str] | None = None,
+               size: tuple[int, int] | None = None) -> torch.Tensor | Trajectory:
         """Images (B, C, H, W) for ``captions``, from t = 1 to 0 with guidance scale ``cfg``;
-        ``only`` names the text encoders to condition on (several encoders only; default all)."""
+        ``only`` names the text encoders to condition on (several encoders only; default all);
+        ``size`` (H, W) in the model's own units (pixels, or latents) defaults to its training size
+        (``input_size``²) and must be a multiple of the patch size (ValueError naming ``size``)."""
         config = self.mmdit.config
         device = next(self.parameters()).device
+        height, width = size or (config.input_size, config.input_size)
+        if size is not None and (len(size) != 2 or min(size) < config.patch_size or height % config.patch_size
+                                 or width % config.patch_size):
+            raise ValueError(f"size: expected (H, W), positive multiples of the patch size {config.patch_size}, "
+                             f"got {tuple(size)}")
         if noise is None:
-            noise = randn((len(captions), config.in_channels, config.input_size, config.input_size), generator, device)
+            noise = randn((len(captions), config.in_channels, height, width), generator, device)
         cond = self.encode(captions, only=only)
         uncond = self.encode([""] * len(captions))
         field = guided_field(self.mmdit, cond, uncond, cfg)

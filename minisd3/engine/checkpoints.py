@@ -13,6 +13,7 @@ any moment leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -163,3 +164,46 @@ def load_run(ckpt: str | Path, weights: str = "ema", device: str = "cpu",
     model = build_model(config, state["vocabulary"], state["channels"])
     load_weights_into(model, load_tensors(folder, f"{weights}.safetensors"), weights)
     return model.to(get_device(device)).eval(), config, folder
+
+
+ARCHITECTURE = ("data", "depth", "heads", "head_dim", "patch_size", "qk_norm", "text_dim", "text_depth", "text_length",
+                "text_encoders")
+"""The config fields that fix the weights' shapes and meaning; ``--init-from`` needs them equal."""
+
+
+def with_init_from(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``position_base`` taken from the run named by ``init_from`` when it is 0, so the
+    grid that run trained on keeps its positions on a new canvas; ``config`` itself without ``init_from``.
+
+    Raises :class:`CheckpointError` (naming ``--init-from``) for a missing run, and ValueError for a
+    run of another architecture (any :data:`ARCHITECTURE` field differs; both values named).
+    """
+    if not config.init_from:
+        return config
+    source = TrainConfig(**load_state(resolve_checkpoint(config.init_from, "--init-from"))["config"])
+    differing = [f"{k} {getattr(source, k)!r} there, {getattr(config, k)!r} here" for k in ARCHITECTURE
+                 if getattr(source, k) != getattr(config, k)]
+    if differing:
+        raise ValueError(f"--init-from: expected a run of this architecture, got {config.init_from!r} with "
+                         + "; ".join(differing))
+    if config.position_base:
+        return config
+    return dataclasses.replace(config, position_base=source.position_base or source.image_size).validate()
+
+
+def initial_weights(init_from: str, vocabulary, channels: int) -> dict[str, torch.Tensor]:
+    """The EMA weights (or, without them, the raw weights) of the run or stored model ``init_from``,
+    for a model with this ``vocabulary`` and latent/pixel ``channels``.
+
+    Raises ValueError naming ``--init-from`` when the run reads another vocabulary or has another
+    number of channels (another autoencoder or data).
+    """
+    folder = resolve_checkpoint(init_from, "--init-from")
+    state = load_state(folder)
+    if state["channels"] != channels:
+        raise ValueError(f"--init-from: expected a run on {channels}-channel inputs, got {init_from!r} with "
+                         f"{state['channels']} (another autoencoder or data)")
+    if list(state["vocabulary"]) != list(vocabulary):
+        raise ValueError(f"--init-from: expected a run with this data's vocabulary, got {init_from!r} with another")
+    name = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
+    return {k: v.float() if v.is_floating_point() else v for k, v in load_tensors(folder, name).items()}

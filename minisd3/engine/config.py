@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, fields
 
 from ..glyphs import IMAGE_SIZE as GLYPH_SIZE
-from ..models import MMDiTConfig
+from ..models import POSITION_LAYOUTS, MMDiTConfig
 from ..multi_text import MultiTextEncoder
 from ..recaption import SYNTHETIC_FRACTIONS
 from ..shapes import check_image_size
@@ -44,6 +44,13 @@ class TrainConfig:
     head_dim: int = 32
     patch_size: int = 2
     qk_norm: bool = True
+    # 2-D positions of a grid other than the base grid (position_base, in image_size units; 0: image_size):
+    # "scaled" spans the base grid's range, "extended" continues beyond it (minisd3.models.PatchEmbedding)
+    positions: str = "scaled"
+    position_base: int = 0
+    # fine-tuning: start from the weights (EMA) of another run or stored model, which may have another
+    # image_size; the optimizer, learning-rate schedule and EMA start fresh (position_base 0 → that run's)
+    init_from: str = ""
     text_dim: int = 64
     text_depth: int = 2
     text_length: int = 16  # tokens the text encoder reads, [BOS] included
@@ -110,6 +117,11 @@ class TrainConfig:
                              f"{self.image_size}" + (" with an autoencoder" if self.latents or self.autoencoder else ""))
         if self.data == "shapes" and not self.latents and not self.autoencoder:  # pixels: sizes the generator draws
             check_image_size(self.image_size)
+        if self.positions not in POSITION_LAYOUTS:
+            raise ValueError(f"positions: expected one of {POSITION_LAYOUTS}, got {self.positions!r}")
+        if self.position_base < 0 or self.position_base % self.patch_size:
+            raise ValueError(f"position_base: expected 0 (image_size) or a positive multiple of patch_size "
+                             f"{self.patch_size}, got {self.position_base}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size: expected a multiple of patch_size {self.patch_size}, got {self.image_size}")
         if self.batch_size % self.grad_accum:
@@ -247,5 +259,7 @@ def build_model(config: TrainConfig, vocabulary, channels: int) -> TextToImage:
     encoder = build_text_encoder(config, vocabulary)
     mmdit = MMDiTConfig(input_size=config.image_size, in_channels=channels, patch_size=config.patch_size,
                         depth=config.depth, heads=config.heads, head_dim=config.head_dim,
-                        context_dim=encoder.context_dim, pooled_dim=encoder.pooled_dim, qk_norm=config.qk_norm)
+                        context_dim=encoder.context_dim, pooled_dim=encoder.pooled_dim, qk_norm=config.qk_norm,
+                        position_base=config.position_base // config.patch_size or None,
+                        position_layout=config.positions)
     return TextToImage(mmdit, encoder)

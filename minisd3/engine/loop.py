@@ -45,7 +45,15 @@ from ..guidance import drop_mask
 from ..seeding import make_generator, randn
 from ..timesteps import make_time_sampler, shift_time
 from ..training import ema_decay_at, update_ema
-from .checkpoints import load_state, load_tensors, resolve_checkpoint, restore_optimizer, save_checkpoint
+from .checkpoints import (
+    initial_weights,
+    load_state,
+    load_tensors,
+    resolve_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+    with_init_from,
+)
 from .config import TrainConfig, build_model
 from .evaluation import evaluate, flatten_scores, json_safe, save_sample_grid, score_columns
 from .sources import make_source
@@ -254,7 +262,11 @@ class Trainer:
         self.source = make_source(config)
         self.draws = StepDraws(self.source, config)
         torch.manual_seed(config.seed)
-        self.model = build_model(config, self.source.vocabulary, self.source.channels).to(device)
+        self.model = build_model(config, self.source.vocabulary, self.source.channels)
+        if config.init_from and resume is None:  # fine-tuning: weights only; optimizer, schedule and EMA start fresh
+            load_weights_into(self.model, initial_weights(config.init_from, self.source.vocabulary, self.source.channels),
+                              "--init-from")
+        self.model = self.model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                                            fused=device.type in ("cuda", "cpu"))  # CPU: 2.8 ms a step, not 13.7
@@ -461,7 +473,7 @@ def train_run(config: TrainConfig, out_dir: str | Path, resume: str | Path | Non
     Raises ValueError for an invalid config, ``stop_at`` or run directory, :class:`NonFiniteLossError`
     when the loss diverges, :class:`TrainingInterrupted` after Ctrl-C (a checkpoint was written).
     """
-    config.validate()
+    config = with_init_from(config.validate())
     if stop_at is not None and not 0 < stop_at <= config.max_steps:
         raise ValueError(f"stop_at: expected a step in [1, {config.max_steps}], got {stop_at}")
     out = Path(out_dir)

@@ -42,7 +42,12 @@ from .latent_cache import read_latent_cache
 
 
 class PixelSource:
-    """A source whose samples are images already; a latent source decodes them instead."""
+    """A source whose samples are images already; a latent source decodes them instead.
+
+    ``factor``: image pixels per sample unit along a side (1 here; a latent source's autoencoder factor f).
+    """
+
+    factor = 1
 
     def to_images(self, samples: torch.Tensor) -> torch.Tensor:
         return samples
@@ -128,6 +133,7 @@ class ShapesLatentSource(ShapesSource):
         super().__init__(check_image_size(latent_size * self.codec.factor, "image_size × the autoencoder's factor"), seed,
                          captions=captions)
         self.channels = self.codec.latent_channels
+        self.factor = self.codec.factor
 
     def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         images, captions = super().batch(step, size, generator)
@@ -195,6 +201,10 @@ class LatentSource(TensorSource):
     def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
         latents, captions = super().batch(step, size, generator)
         return latents.float(), captions
+
+    @property
+    def factor(self) -> int:
+        return self.cache.autoencoder().factor
 
     def to_images(self, samples: torch.Tensor) -> torch.Tensor:
         return self.cache.to_images(samples)

@@ -1,4 +1,5 @@
-"""The mini GenEval: the detector reads ground-truth renderings back exactly, and the metric can fail."""
+"""The mini GenEval: the detector reads ground-truth renderings back exactly, on square and rectangular
+canvases, and the metric can fail."""
 import math
 
 import pytest
@@ -17,6 +18,7 @@ from minisd3.adherence import (
 from minisd3.seeding import make_generator
 from minisd3.shapes import (
     COLOURS,
+    OBJECT_EXTENTS,
     Group,
     Prompt,
     Scene,
@@ -25,6 +27,7 @@ from minisd3.shapes import (
     render,
     render_prompt,
     sample_prompt,
+    sample_shapes,
 )
 
 
@@ -44,9 +47,13 @@ def renderings():
     return scenes, torch.stack([render(s) for s in scenes]), [caption(s) for s in scenes]
 
 
-@pytest.mark.parametrize("image_size, n", [(24, 200), (32, 200), (48, 40), (64, 40)])
+@pytest.mark.parametrize("image_size, n", [
+    (24, 200), (32, 200), (48, 40), (64, 40),
+    ((24, 48), 200), ((48, 24), 200), ((32, 48), 100), ((48, 32), 100), ((32, 64), 100), ((64, 32), 100),
+], ids=str)
 def test_detector_reads_ground_truth_renderings(image_size, n):
-    scenes = random_scenes(n, image_size, seed=image_size)
+    seed = image_size if isinstance(image_size, int) else 100 * image_size[0] + image_size[1]
+    scenes = random_scenes(n, image_size, seed=seed)
     images = torch.stack([render(s) for s in scenes])
     detections = detect_objects(images)
     exact = sum(sorted((d.shape, d.colour, d.size, d.centre) for d in found) == as_detected(scene)
@@ -155,6 +162,57 @@ def test_pixel_colours_need_to_be_close_to_the_palette():
     labels = classify_pixels(image)
     assert labels[0, 0] == 1 + list(COLOURS).index("red")
     assert labels[0, 1] == -1 and labels[0, 2] == -1 and labels[1, 1] == 0
+
+
+@pytest.mark.parametrize("image_size, short", [((32, 64), 32), ((64, 32), 32), ((24, 48), 24), ((48, 32), 32)],
+                         ids=str)
+def test_an_object_on_a_rectangle_reads_as_on_the_square_of_its_shorter_side(image_size, short):
+    """The same objects on the square and moved onto the rectangle: the same detections, moved."""
+    generator = make_generator(5)
+    for _ in range(40):
+        square = render_prompt(sample_prompt(generator), generator, short)
+        shift = (image_size[0] - short, image_size[1] - short)  # to the far corner of the rectangle
+        moved = Scene(tuple(SceneObject(o.shape, o.colour, o.size, (o.centre[0] + shift[0], o.centre[1] + shift[1]))
+                            for o in square.objects), image_size)
+        on_square, on_rectangle = detect_objects(render(square)), detect_objects(render(moved))
+        assert [(o.shape, o.colour, o.size, o.area, o.fill, o.drop, (o.centre[0] + shift[0], o.centre[1] + shift[1]))
+                for o in on_square] == [(o.shape, o.colour, o.size, o.area, o.fill, o.drop, o.centre)
+                                        for o in on_rectangle]
+    # a large object on 32×64 is large by the 32-pixel extents, not the 64-pixel ones
+    wide = Scene((SceneObject("square", "red", "large", (16, 40)),), (32, 64))
+    assert OBJECT_EXTENTS[32]["large"] < (OBJECT_EXTENTS[64]["small"] + OBJECT_EXTENTS[64]["large"]) / 2
+    assert [o.size for o in detect_objects(render(wide))] == ["large"]
+
+
+@pytest.mark.parametrize("image_size", [(32, 64), (64, 32)], ids=str)
+def test_detector_on_a_rectangle_survives_blur_and_mild_noise(image_size):
+    images, captions = sample_shapes(100, make_generator(12), image_size=image_size)
+    weights = torch.tensor([0.1065, 0.787, 0.1065])  # as for the square: a 3-tap Gaussian of σ = 0.5 pixel
+    kernel = (weights[:, None] * weights[None, :]).expand(3, 1, 3, 3)
+    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(images, (1, 1, 1, 1), mode="replicate"), kernel,
+                                         groups=3)
+    assert adherence_report(blurred, captions)["overall"] >= 0.97
+    noisy = images + 0.2 * torch.randn(images.shape, generator=make_generator(0))
+    assert adherence_report(noisy, captions)["overall"] >= 0.97
+    one = score_prompt(images[0], captions[0])
+    assert one["overall"] and score_prompt(images[0], captions[0]) == one
+
+
+def test_bad_canvases_are_named():
+    for shape in [(3, 32, 96), (2, 3, 64, 24), (3, 30, 32), (2, 3, 24, 64)]:
+        with pytest.raises(ValueError) as err:
+            detect_objects(torch.zeros(shape))
+        message = str(err.value)
+        assert "\n" not in message and message.startswith("images: expected a (3, H, W) image or an (N, 3, H, W) batch")
+        assert "2× the shorter" in message and message.endswith(f"got shape {shape}")
+    mixed = [torch.zeros(3, 32, 32), torch.zeros(3, 32, 64)]
+    for call in (lambda: detect_objects(mixed), lambda: adherence_report(mixed, [PROMPT] * 2)):
+        with pytest.raises(ValueError, match=r"^images: expected one tensor.*\[\(3, 32, 32\), \(3, 32, 64\)\].*"
+                                             r"score each batch separately") as err:
+            call()
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=r"^image: expected one tensor"):
+        score_prompt(mixed, PROMPT)
 
 
 def test_bad_input_is_named():

@@ -235,3 +235,7 @@ def test_every_exercise_states_difficulty_and_time_and_hints_are_collapsed(lesso
             f"{lesson}: the heading should give a difficulty (★ to ★★★) and minutes: {heading!r}"
     hints = [cell for cell in nb.cells if cell.cell_type == "markdown" and cell.source.lstrip("*_ ").startswith("Hint")]
     assert all(cell.metadata.get("jupyter", {}).get("source_hidden") for cell in hints), f"{lesson}: a hint cell is not collapsed"
+    collapsed = [cell for cell in nb.cells if cell.metadata.get("jupyter", {}).get("source_hidden")]
+    titles = {cell.source.split(".*", 1)[0] + ".*" for cell in collapsed}
+    assert titles == {"*Hint (open if stuck).*"}, f"{lesson}: every hint starts '*Hint (open if stuck).*', got {titles}"
+    assert len(hints) == len(collapsed) == len(LESSON_CHECKS[lesson]), f"{lesson}: {len(hints)} hint cells, one per exercise"

@@ -22,6 +22,7 @@ from minisd3.course.checks import (
     CHECKS,
     LESSON_CHECKS,
     CheckResult,
+    core,
     lesson01_flows,
     lesson02_ddpm,
     lesson03_rectified_flow,
@@ -2260,7 +2261,7 @@ def test_most_lesson08_09_wrong_answers_are_named():
         assert len({w[3] for w in named}) >= 3 and len(named) >= 0.8 * len(wrong), name
 
 
-@pytest.mark.parametrize("name, fn", [
+LESSON08_09_EQUAL_FORMS = [
     ("latent_scale_shift", lambda z: (float(z.mean()), 1 / float(((z - z.mean()) ** 2).mean().sqrt()))),  # ÷ N
     ("latent_scale_shift", lambda z: (z.double().mean(), z.var().rsqrt())),
     ("encode_for_diffusion", encode_with_package),
@@ -2271,7 +2272,10 @@ def test_most_lesson08_09_wrong_answers_are_named():
     ("learning_rate", lambda s, lr, w, m: lr * (0.55 + 0.45 * math.cos(math.pi * min(1.0, (s - w) / max(1, m - w))))
      if s >= w else lr * (s + 1) / w),
     ("batch_indices", batch_variant("vectorised")),
-])
+]
+
+
+@pytest.mark.parametrize("name, fn", LESSON08_09_EQUAL_FORMS)
 def test_lesson08_09_accept_other_correct_forms(name, fn, capsys):
     result = run_check(name, fn, capsys)
     assert result.passed, result.message
@@ -2283,7 +2287,7 @@ def _ema_lerp(ema, weights, ema_decay, first_step):
     return ema
 
 
-@pytest.mark.parametrize("name, fn", [
+LESSON08_09_NEW_EQUAL_FORMS = [
     ("sample_and_kl", lambda m, lv, n: (m + lv.exp().sqrt() * n,
                                         torch.distributions.kl_divergence(torch.distributions.Normal(m, (0.5 * lv).exp()),
                                                                           torch.distributions.Normal(0.0, 1.0)).mean())),
@@ -2299,7 +2303,10 @@ def _ema_lerp(ema, weights, ema_decay, first_step):
      (_ for _ in ()).throw(ValueError(f"batch_size {B} does not split over {W}"))),
     ("mfu", lambda f, r, p: torch.tensor(f) * r / p),
     ("mfu", lambda f, r, p: (f * r / 1e12) / (p / 1e12)),
-])
+]
+
+
+@pytest.mark.parametrize("name, fn", LESSON08_09_NEW_EQUAL_FORMS)
 def test_lesson08_09_new_exercises_accept_other_correct_forms(name, fn, capsys):
     result = run_check(name, fn, capsys)
     assert result.passed, result.message
@@ -2366,3 +2373,132 @@ def test_most_wrong_answers_are_named_over_every_check(audit):
     assert named >= 0.8 * len(rows), f"{named}/{len(rows)} named; unnamed:\n" + "\n".join(unnamed)
     for name, answers in audit.items():
         assert sum(result.mistake is not None for _, result in answers) >= 0.5 * len(answers), name
+
+
+# ----------------------------------------------------------------------------- every equal form passes
+
+def heun_own_grid(velocity, z, steps):
+    """Heun with its own time grid, t = 1 − i/steps, and the corrector written as a second Euler step averaged."""
+    h = -1.0 / steps
+    for i in range(steps):
+        t = torch.full((z.shape[0],), 1 - i / steps)
+        v1 = velocity(z, t)
+        v2 = velocity(z + h * v1, t + h)
+        z = 0.5 * (z + h * v1) + 0.5 * (z + h * v2)
+    return z
+
+
+def gaussian_velocity_posterior(z, t, mean, std):
+    """v = ε̂ − x̂0 from the posterior means of ε and x0 given z_t (the same field, derived another way)."""
+    t = t[:, None]
+    centred = z - (1 - t) * mean
+    var = (1 - t) ** 2 * std**2 + t**2
+    return t * centred / var - (mean + (1 - t) * std**2 * centred / var)
+
+
+def euler_counting_down(model, noise, steps):
+    z = noise
+    for i in range(steps, 0, -1):
+        z = z - model(z, torch.full((z.shape[0],), i / steps)) / steps
+    return z
+
+
+def positions_ij_meshgrid(dim, rows, cols):
+    k = dim // 4
+    omega = torch.pow(10000.0, -torch.arange(k, dtype=torch.float64) / k)
+    i, j = torch.meshgrid(torch.arange(rows, dtype=torch.float64), torch.arange(cols, dtype=torch.float64), indexing="ij")
+
+    def sc(p):
+        angles = torch.outer(p.reshape(-1), omega)
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([sc(j), sc(i)], dim=1).float()
+
+
+def patchify_unfold(x, p):
+    b, c = x.shape[:2]
+    return x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 4, 5, 1).reshape(b, -1, p * p * c)
+
+
+def unpatchify_permute(tokens, p, grid):
+    b, (h, w) = tokens.shape[0], grid
+    c = tokens.shape[2] // (p * p)
+    return tokens.reshape(b, h, w, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h * p, w * p)
+
+
+EQUAL_FORMS = [
+    # (check, how it is written, a correct function written differently from the reference)
+    ("heun", "own grid 1 − i/steps, averaged Euler steps", heun_own_grid),
+    ("heun", "learner's loop over linspace", heun_variant()),
+    ("gaussian_velocity", "ε̂ − x̂0 from posterior means", gaussian_velocity_posterior),
+    ("gaussian_velocity", "learner's closed form", gaussian_variant()),
+    ("q_sample", "addcmul and ** 0.5", lambda x0, k, eps, schedule: torch.addcmul(
+        schedule.alpha_bars[k].view(-1, *[1] * (x0.ndim - 1)) ** 0.5 * x0,
+        (1 - schedule.alpha_bars[k]).view(-1, *[1] * (x0.ndim - 1)) ** 0.5, eps)),
+    ("q_sample", "learner's reshape", q_sample_variant()),
+    ("eps_loss", "F.mse_loss on the package's q_sample", _eps_loss_with()),
+    ("eps_loss", "learner's loop", eps_loss_variant()),
+    ("ancestral_step", "ε form", ancestral_variant()),
+    ("interpolate", "torch.lerp", lambda x0, eps, t: torch.lerp(x0, eps, expand_time(torch.as_tensor(t), x0))),
+    ("interpolate", "x0 + t·(ε − x0)", lambda x0, eps, t: x0 + expand_time(torch.as_tensor(t), x0) * (eps - x0)),
+    ("velocity_target", "−(x0 − ε)", lambda x0, eps: -(x0 - eps)),
+    ("velocity_target", "torch.sub", lambda x0, eps: torch.sub(eps, x0)),
+    ("euler_sample", "counting i down from steps", euler_counting_down),
+    ("euler_sample", "learner's loop over linspace", euler_variant()),
+    ("straightness", "learner's weights and sums", straightness_variant()),
+    ("straightness", "batch mean after the step sum", _straightness_with()),
+    ("sample_logit_normal", "1/(1 + e^−x)", lambda n, m=0.0, s=1.0, generator=None, device=None:
+     1 / (1 + torch.exp(-(m + s * torch.randn(n, generator=generator))))),
+    ("sample_logit_normal", "learner's sigmoid", logit_normal_variant()),
+    ("shift_time", "α·t/(α·t + 1 − t)", lambda t, alpha: alpha * t / (alpha * t + 1 - t)),
+    ("shift_time", "(α·t)/(1 − t + α·t) with torch.div", lambda t, alpha: torch.div(alpha * t, 1 - t + alpha * t)),
+    ("timestep_embedding", "learner's exp(−log 10000·i/half)", embedding_variant()),
+    ("timestep_embedding", "10000^(−i/half) by torch.pow", lambda t, dim=256: torch.cat(
+        [f(1000 * torch.outer(t, torch.pow(10000.0, -torch.arange(dim // 2) / (dim // 2)))) for f in (torch.cos, torch.sin)],
+        dim=-1)),
+    ("sincos_2d_positions", "meshgrid indexing='ij', torch.outer", positions_ij_meshgrid),
+    ("patchify", "unfold and permute", patchify_unfold),
+    ("patchify", "einops", patchify_variant("b (h w) (p q c)")),
+    ("unpatchify", "reshape and permute", unpatchify_permute),
+    ("unpatchify", "einops", unpatchify_variant("b (h w) (p q c)")),
+    ("modulate", "addcmul", lambda x, shift, scale: torch.addcmul(shift[:, None], x, 1 + scale[:, None])),
+    ("modulate", "x + x·scale + shift", lambda x, shift, scale: x + x * scale.unsqueeze(1) + shift.unsqueeze(1)),
+    ("cfg_combine", "(1 − w)·v_∅ + w·v_y", lambda v_u, v_c, w: (1 - w) * v_u + w * v_c),
+    ("cfg_combine", "torch.lerp", lambda v_u, v_c, w: torch.lerp(v_u, v_c, w)),
+    ("joint_attention", "softmax(QKᵀ/√d)V by hand", _joint_with()),
+    ("joint_attention", "split before merging the heads", _joint_with(split_first=True)),
+    ("joint_attention", "learner's SDPA", joint_variant()),
+    ("rms_norm", "rsqrt", lambda u, g, eps=1e-6: u * torch.rsqrt(u.pow(2).mean(-1, keepdim=True) + eps) * g),
+    ("rms_norm", "learner's form", rms_variant()),
+    ("encoder_drop_mask", "torch.bernoulli", drop_variant("bernoulli")),
+    ("encoder_drop_mask", "learner's u < p", drop_variant("right")),
+]
+
+
+@pytest.mark.parametrize("name, how, fn", EQUAL_FORMS, ids=[f"{name}: {how}" for name, how, _ in EQUAL_FORMS])
+def test_equal_forms_pass(name, how, fn, capsys):
+    result = run_check(name, fn, capsys)
+    assert result.passed, result.message
+
+
+def test_every_check_has_other_correct_forms_tested():
+    """Each check passes at least one correct answer written differently from the package's reference: in
+    EQUAL_FORMS or in the check's own ``test_…_accept…`` / ``test_every_equal_form_of_the_…`` test."""
+    import inspect
+
+    covered = {name for name, _, _ in EQUAL_FORMS}
+    tests = [name for name, fn in globals().items() if name.startswith("test_") and inspect.isfunction(fn)]
+    for check in CHECKS:
+        if any(test.startswith((f"test_{check}_accepts", f"test_every_equal_form_of_the_{check}")) for test in tests):
+            covered.add(check)
+    covered |= {name for name, _ in LESSON08_09_EQUAL_FORMS + LESSON08_09_NEW_EQUAL_FORMS}
+    assert covered == set(CHECKS), sorted(set(CHECKS) - covered)
+
+
+def test_shape_slips_are_named():
+    assert core._shape_slip((256, 32), (32, 256))[0] == "axes_swapped"
+    assert core._shape_slip((2, 12, 24), (2, 24, 12)) == ("axes_swapped", "axes 1 and 2 are swapped")
+    assert core._shape_slip((5, 32, 2), (32, 2))[0] == "returned_trajectory"
+    assert core._shape_slip((100, 1), (100,))[0] == "extra_axis"
+    assert core._shape_slip((4, 8), (4, 8, 1))[0] == "missing_axis"
+    assert core._shape_slip((6, 3, 8), (6,)) is None and core._shape_slip((32, 256), (32, 16)) is None

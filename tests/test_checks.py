@@ -380,6 +380,8 @@ INTERPOLATE_SLIPS = [
     (interpolate_variant(roots=True), "square roots"),
     (interpolate_variant(broadcast=False), "broadcast"),
     (lambda x0, eps, t: (1 - expand_time(t, x0)) * x0 + expand_time(t, x0) * eps, "float"),
+    (lambda x0, eps, t: x0 + expand_time(torch.as_tensor(t), x0) * eps, "fade out"),
+    (lambda x0, eps, t: (1 - expand_time(torch.as_tensor(t), x0)) * (x0 + eps), "not in one of the usual ways"),
 ]
 
 
@@ -393,6 +395,8 @@ VELOCITY_TARGET_SLIPS = [
     (lambda x0, eps: x0 - eps, "sign"),
     (lambda x0, eps: eps, "subtract x0"),
     (lambda x0, eps: eps + x0, "difference"),
+    (lambda x0, eps: (eps - x0).mean(), "one number"),
+    (lambda x0, eps: -eps - x0, "not in one of the usual ways"),
 ]
 
 
@@ -561,6 +565,9 @@ SHIFT_TIME_SLIPS = [
     (lambda t, alpha: timesteps.shift_time(timesteps.shift_time(t, alpha), alpha), "twice"),
     (lambda t, alpha: alpha * t, "denominator"),
     (lambda t, alpha: alpha * t / (1 + alpha * t), "1 + (α − 1)·t"),
+    (lambda t, alpha: alpha * t / (1 - (alpha - 1) * t), "not 1 − (α − 1)·t"),
+    (lambda t, alpha: t**alpha, "not in one of the usual ways"),
+    (lambda t, alpha: (alpha * t).clamp(max=1.0), "not in one of the usual ways"),
 ]
 
 
@@ -628,6 +635,8 @@ PATCHIFY_SLIPS = [
     # (their function, a keyword of the message that names the slip)
     (patchify_variant("b (w h) (p q c)"), "column-major"),
     (patchify_variant("b (h w) (c p q)"), "channel-first"),
+    (lambda x, p: rearrange(x, "b c (p h) (q w) -> b (h w) (p q c)", p=p, q=p), "pixels p apart"),
+    (patchify_variant("b (h w) (q p c)"), "column by column"),
     (lambda x, p: x.reshape(x.shape[0], -1, p * p * x.shape[1]), "plain reshape"),
     (lambda x, p: patches.patchify(x, p).transpose(1, 2), "wrong shape"),
 ]
@@ -649,6 +658,9 @@ UNPATCHIFY_SLIPS = [
     # (their function, a keyword of the message that names the slip)
     (unpatchify_variant("b (w h) (p q c)"), "column-major"),
     (unpatchify_variant("b (h w) (c p q)"), "channel-first"),
+    (lambda tokens, p, grid: rearrange(tokens, "b (h w) (p q c) -> b c (p h) (q w)", h=grid[0], w=grid[1], p=p, q=p),
+     "pixels p apart"),
+    (unpatchify_variant("b (h w) (q p c)"), "column by column"),
     (unpatchify_variant("b (h w) (p q c)", swap_grid=True), "first entry of grid"),
     (lambda tokens, p, grid: tokens.reshape(tokens.shape[0], -1, grid[0] * p, grid[1] * p), "not the inverse"),
 ]
@@ -664,6 +676,7 @@ MODULATE_SLIPS = [
     (lambda x, shift, scale: x * scale[:, None] + shift[:, None], "1 +"),
     (lambda x, shift, scale: x * (1 + shift[:, None]) + scale[:, None], "swapped"),
     (lambda x, shift, scale: (x + shift[:, None]) * (1 + scale[:, None]), "before scaling"),
+    (lambda x, shift, scale: (x + shift[:, None]) * scale[:, None], "not in one of the usual ways"),
     (lambda x, shift, scale: x * (1 + scale) + shift, "broadcast"),
     (lambda x, shift, scale: x * (1 + scale[None]) + shift[None] if x.shape[0] == x.shape[1]
      else blocks.modulate(x, shift, scale), "no broadcasting over tokens"),
@@ -683,6 +696,8 @@ CFG_COMBINE_SLIPS = [
     (lambda v_u, v_c, w: v_u - w * (v_c - v_u), "sign"),
     (lambda v_u, v_c, w: v_c + w * (v_u - v_c), "swapped"),
     (lambda v_u, v_c, w: v_c + w * (v_c - v_u), "w + 1"),
+    (lambda v_u, v_c, w: w * (v_c - v_u), "add v_uncond back"),
+    (lambda v_u, v_c, w: (v_u + v_c) / 2, "not in one of the usual ways"),
 ]
 
 

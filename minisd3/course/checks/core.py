@@ -115,14 +115,16 @@ _SIZE_MISMATCH = re.compile(r"must match the size|Sizes of tensors must match|sh
 
 
 def _shape_slip(got: tuple[int, ...], want: tuple[int, ...]) -> tuple[str, str] | None:
-    """A recognisable wrong shape, as ``(mistake, what to say)``: two axes swapped, the whole path
-    stacked in front of the result, or an axis of size 1 too many or too few."""
+    """A recognisable wrong shape, as ``(mistake, what to say)``: two axes swapped, everything reduced to
+    one number, the whole path stacked in front of the result, or an axis of size 1 too many or too few."""
     if len(got) == len(want) and sorted(got) == sorted(want):
         swaps = [(i, j) for i in range(len(got)) for j in range(i + 1, len(got))
                  if got[:i] + (got[j],) + got[i + 1:j] + (got[i],) + got[j + 1:] == want]
         if swaps:
             i, j = swaps[0]
             return "axes_swapped", f"axes {i} and {j} are swapped"
+    if got == () and want != ():
+        return "reduced_to_a_number", "reduced to one number: keep one value per element"
     if len(got) == len(want) + 1 and got[1:] == want:
         return "returned_trajectory", f"a leading axis of {got[0]} too many, as if every step were stacked"
     if len(got) == len(want) + 1 and got[:-1] == want and got[-1] == 1:
@@ -156,18 +158,30 @@ def _compare(got, want: torch.Tensor, mutations: Sequence[tuple[str, str, torch.
     if not got.is_floating_point():
         raise Mistake(f"expected floating-point values, got dtype {got.dtype}")
     got = got.detach().cpu().double()
-    if not torch.isfinite(got).all():
+    if not torch.isfinite(got).all():  # a catalogued variant that divides by zero where it goes wrong is still named
+        _name_variant(got, mutations, atol, rtol, equal_nan=True)
         raise Mistake("the result contains NaN or inf; look for a division by zero or a log of 0")
     if _close(got, want, atol, rtol):
         return
-    matches = [(float((got - wrong.double()).abs().max()), index) for index, (_, _, wrong) in enumerate(mutations)
-               if wrong.shape == got.shape and _close(got, wrong, atol, rtol)]
-    if matches:  # the closest variant (the first of equally close ones): near-by variants can both be within tolerance
-        mistake, message, _ = mutations[min(matches)[1]]
-        raise Mistake(message, mistake)
+    _name_variant(got, mutations, atol, rtol)
     worst = (got - want.double()).abs().max().item()
     raise Mistake(f"values differ from {formula} by up to {worst:.3g}, and not in one of the usual ways; "
                   "compare your code with the formula term by term")
+
+
+def _name_variant(got: torch.Tensor, mutations: Sequence[tuple[str, str, torch.Tensor]], atol: float, rtol: float,
+                  equal_nan: bool = False) -> None:
+    """Raise the :class:`Mistake` of the catalogued variant ``got`` equals, if any: the closest (the first of
+    equally close ones), since near-by variants can both be within tolerance."""
+    matches = []
+    for index, (_, _, wrong) in enumerate(mutations):
+        wrong = wrong.double()
+        if wrong.shape == got.shape and torch.allclose(got, wrong, rtol=rtol, atol=atol, equal_nan=equal_nan):
+            finite = torch.isfinite(got) & torch.isfinite(wrong)
+            matches.append((float((got - wrong)[finite].abs().max()) if finite.any() else 0.0, index))
+    if matches:
+        mistake, message, _ = mutations[min(matches)[1]]
+        raise Mistake(message, mistake)
 
 
 def _require_generator(same_seed_same: bool, other_seed_differs: bool, what: str, how: str) -> None:

@@ -88,6 +88,8 @@ def check_shift_time(shift_time: Callable) -> None:
             ("missing_denominator", "missing the denominator 1 + (α − 1)·t: without it t′ leaves [0, 1]", alpha * t),
             ("wrong_denominator",
              "the denominator is 1 + (α − 1)·t, not 1 + α·t (t = 1 must stay at 1)", alpha * t / (1 + alpha * t)),
+            ("denominator_sign", "the denominator is 1 + (α − 1)·t, not 1 − (α − 1)·t (with a minus it reaches 0 inside "
+             "[0, 1] for α > 1, and t = 1 no longer stays at 1)", alpha * t / (1 - (alpha - 1) * t)),
             ("missing_alpha_numerator", "missing α in the numerator: t′ = α·t / (1 + (α − 1)·t)",
              t / (1 + (alpha - 1) * t)),
             ("sqrt_alpha", "used √α; α itself is the shift (α = √(m/n) is already a square root of the pixel ratio)",

@@ -39,6 +39,9 @@ def check_patchify(patchify: Callable) -> None:
              "each patch flattens as (p_row, p_col, channel)", layout("b (w h) (c p q)")),
             ("patch_column_major", "each patch read column by column: flatten it as (p_row, p_col, channel), rows outer",
              layout("b (h w) (q p c)")),
+            ("strided_pixels", "each token gathers pixels p apart across the image, not one p×p square: split H and W "
+             "as (h p) and (w q), the patch index outer, not (p h)",
+             rearrange(x, "b c (p h) (q w) -> b (h w) (p q c)", p=p, q=p)),
             ("plain_reshape", _PLAIN_RESHAPE, x.reshape(batch, -1, p * p * channels)),
             ("plain_reshape_channels_last", _PLAIN_RESHAPE + " (moving the channels last first is not enough)",
              x.permute(0, 2, 3, 1).reshape(batch, -1, p * p * channels)),
@@ -72,6 +75,9 @@ def check_unpatchify(unpatchify: Callable) -> None:
              "patchify wrote them (p_row, p_col, channel)", layout("b (h w) (c p q)")),
             ("patch_column_major", "not the inverse of patchify: you read each patch column by column; its features are "
              "(p_row, p_col, channel), rows outer", layout("b (h w) (q p c)")),
+            ("strided_pixels", "not the inverse of patchify: you spread each token's pixels p apart across the image; "
+             "a token is one p×p square, so merge (rows, p) into H and (cols, p) into W, the patch index outer, not (p h)",
+             rearrange(tokens, "b (h w) (p q c) -> b c (p h) (q w)", h=grid[0], w=grid[1], p=p, q=p)),
             ("plain_reshape", "not the inverse of patchify: a plain reshape of the tokens does not put the p×p squares back; "
              "undo patchify's steps in reverse (unflatten, permute back, merge (rows, p) into H)",
              tokens.reshape(batch, channels, height, width)),

@@ -14,6 +14,7 @@ from minisd3.engine.checkpoints import load_run, load_state, resolve_checkpoint
 from minisd3.engine.loop import StepDraws, train_run
 from minisd3.engine.sources import make_source
 from minisd3.models import PatchEmbedding
+from minisd3.seeding import make_generator
 from minisd3.timesteps import resolution_shift_alpha, shift_time
 
 # latents of the stored autoencoder (f = 4): image_size 6 is the 24-px canvas, 12 the 48-px one (4× the pixels)
@@ -135,3 +136,44 @@ def test_alpha_composes_by_multiplying():
     t = torch.linspace(0.01, 0.99, 50)
     assert torch.allclose(shift_time(shift_time(t, 3.0), 2.0), shift_time(t, 6.0), atol=1e-6)
     assert math.isclose(3.0 * resolution_shift_alpha(64 * 64, 32 * 32), 6.0)
+
+
+def test_aspect_ratio_buckets_draw_each_batch_on_one_canvas_chosen_by_the_step(tmp_path):
+    config = tiny("buckets=32x32,32x64,64x32", "positions=extended", "max_steps=40")
+    draws = StepDraws(make_source(config), config)
+    shapes = [tuple(draws.draw(step)[0].shape[-2:]) for step in range(12)]
+    assert set(shapes) == {(8, 8), (8, 16), (16, 8)}  # latents of the three canvases (f = 4)
+    assert [tuple(draws.draw(step)[0].shape[-2:]) for step in range(12)] == shapes  # a function of the step
+    eps = draws.draw(0)[3]
+    assert eps.shape == draws.draw(0)[0].shape
+    # pixels, drawn on the fly: the images are the canvases themselves and the detector reads them exactly
+    from minisd3.adherence import adherence_report
+
+    pixels = tiny("autoencoder=", "image_size=24", "buckets=24x48,48x24", "batch_size=16")
+    source = make_source(pixels)
+    for step in range(4):
+        images, captions = source.batch(step, 16, make_generator(step))
+        assert images.shape[-2:] in {(24, 48), (48, 24)}
+        assert adherence_report(images, captions)["overall"] == 1.0
+    # the trainer takes batches of different shapes in one run
+    assert train_run(tiny("buckets=24x48,48x24,32x32", "positions=extended", "max_steps=3", "sample_every=3"),
+                     tmp_path / "buckets", progress=False)["step"] == 3
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("buckets=32x96", ["buckets", "2×"]),
+    ("buckets=32x30", ["buckets"]),
+    ("buckets=32 by 64", ["buckets", "HxW"]),
+    ("buckets=40x40", ["buckets", "40"]),
+])
+def test_bad_buckets_are_named(setting, words):
+    with pytest.raises(ValueError) as err:
+        make_source(tiny(setting))
+    message = str(err.value)
+    assert message.startswith("buckets:") and "\n" not in message
+    assert all(w in message for w in words), message
+
+
+def test_buckets_are_refused_where_the_generator_does_not_draw():
+    with pytest.raises(ValueError, match="^buckets: aspect-ratio buckets"):
+        tiny("buckets=24x48", preset="glyphs")

@@ -14,7 +14,7 @@ from ..glyphs import IMAGE_SIZE as GLYPH_SIZE
 from ..models import POSITION_LAYOUTS, MMDiTConfig
 from ..multi_text import MultiTextEncoder
 from ..recaption import SYNTHETIC_FRACTIONS
-from ..shapes import check_image_size
+from ..shapes import check_canvas, check_image_size
 from ..text import CharTokenizer, SmallTextEncoder, WordTokenizer
 from ..text_to_image import TextToImage
 from ..timesteps import make_time_sampler
@@ -31,6 +31,9 @@ class TrainConfig:
     # shapes (drawn on the fly) only: the training captions, "full" (the grammar's, as synthetic captions), "original"
     # (web-style alt-text made from them, minisd3.recaption) or "mix" (50/50, as SD3); evaluation uses full captions
     captions: str = "full"
+    # shapes drawn on the fly only: aspect-ratio buckets, canvases "HxW" in pixels joined by ",", e.g.
+    # "32x32,32x64,64x32"; each batch is drawn on one, chosen by the step (empty: every batch on image_size)
+    buckets: str = ""
     download: bool = False
     image_size: int = 24  # the side the model sees: pixels, or latents when `latents` is set
     # latent space: a cache made by `python -m minisd3 encode-latents` (empty: train on pixels)
@@ -105,6 +108,11 @@ class TrainConfig:
         if self.captions != "full" and (self.data != "shapes" or self.latents):
             raise ValueError(f"captions: alt-text is made from shapes captions drawn on the fly; expected 'full' for "
                              f"{'a latent cache' if self.latents else repr(self.data)}, got {self.captions!r}")
+        if self.buckets and (self.data != "shapes" or self.latents):
+            raise ValueError(f"buckets: aspect-ratio buckets are drawn by the shapes generator; expected '' for "
+                             f"{'a latent cache' if self.latents else repr(self.data)}, got {self.buckets!r}")
+        if self.buckets and not self.bucket_canvases:  # parses them, or raises naming buckets
+            raise ValueError(f"buckets: expected canvases HxW in pixels joined by ',', got {self.buckets!r}")
         names = self.text_encoder_names
         if self.data != "glyphs" and names != ("word",):
             raise ValueError(f"text_encoders: expected 'word' for {self.data!r} (several encoders: glyphs only), "
@@ -139,6 +147,19 @@ class TrainConfig:
         except ValueError as err:
             raise ValueError(f"time_sampler: {err}") from err
         return self
+
+    @property
+    def bucket_canvases(self) -> tuple[tuple[int, int], ...]:
+        """``buckets`` as (H, W) pairs: "32x32,32x64" → ((32, 32), (32, 64)); ValueError naming buckets."""
+        canvases = []
+        for item in filter(None, (part.strip() for part in self.buckets.split(","))):
+            try:
+                height, width = (int(side) for side in item.lower().split("x"))
+            except ValueError:
+                raise ValueError(f"buckets: expected canvases HxW in pixels joined by ',', e.g. '32x32,32x64', "
+                                 f"got {self.buckets!r}") from None
+            canvases.append(check_canvas((height, width), "buckets"))
+        return tuple(canvases)
 
     @property
     def text_encoder_names(self) -> tuple[str, ...]:

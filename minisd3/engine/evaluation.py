@@ -175,7 +175,7 @@ def evaluate(model: TextToImage, source, n: int, steps: int, cfg: float, shift: 
     device = next(model.parameters()).device
     prompts = source.eval_prompts(n, make_generator(seed + 1))
     images = generate(model, prompts, steps, cfg, shift, seed, method=method, to_images=source.to_images)
-    real, _ = source.batch(10_000_000 + seed, n, make_generator(seed + 2))
+    real, _ = getattr(source, "eval_batch", source.batch)(10_000_000 + seed, n, make_generator(seed + 2))
     real = source.to_images(real.to(device)).float().cpu().clamp(-1, 1)
     result = {"samples": n, "steps": steps, "method": method, "cfg": cfg, "shift": shift,
               "sliced_wasserstein": sliced_wasserstein(images, real)}

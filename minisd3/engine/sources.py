@@ -35,7 +35,7 @@ from ..glyphs import IMAGE_SIZE as GLYPH_SIZE
 from ..glyphs import sample_glyphs, split_words
 from ..recaption import ALT_TEXT_WORDS, SYNTHETIC_FRACTIONS, mix_captions
 from ..seeding import make_generator
-from ..shapes import VOCABULARY, check_image_size, sample_shapes, split_prompts
+from ..shapes import VOCABULARY, check_canvas, check_image_size, sample_shapes, split_prompts
 from . import DATASETS
 from .data import LABELLED, labelled_images
 from .latent_cache import read_latent_cache
@@ -70,6 +70,10 @@ class ShapesSource(PixelSource):
     ``captions`` ("full", "original" or "mix") chooses the training captions, with the fraction of
     full ones in :data:`~minisd3.recaption.SYNTHETIC_FRACTIONS`; other than "full", the vocabulary
     gains :data:`~minisd3.recaption.ALT_TEXT_WORDS`.
+
+    ``buckets`` (canvases (H, W) in pixels, :func:`~minisd3.shapes.check_canvas`): each training batch is
+    drawn on one of them, chosen uniformly by the step's generator, as SD3 trains on aspect-ratio buckets;
+    evaluation stays on the ``image_size``² canvas.
     """
 
     image_size: int = 24
@@ -77,16 +81,32 @@ class ShapesSource(PixelSource):
     channels: int = 3
     vocabulary: tuple[str, ...] = tuple(VOCABULARY)
     captions: str = "full"
+    buckets: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self):
+        self.buckets = tuple(check_canvas(b, "buckets") for b in self.buckets)
         self.split = split_prompts(self.seed)
         if self.captions not in SYNTHETIC_FRACTIONS:
             raise ValueError(f"captions: expected one of {tuple(SYNTHETIC_FRACTIONS)}, got {self.captions!r}")
         if self.captions != "full":
             self.vocabulary = tuple(dict.fromkeys((*self.vocabulary, *ALT_TEXT_WORDS)))
 
+    def canvas(self, generator: torch.Generator) -> int | tuple[int, int]:
+        """The canvas of a training batch: a bucket drawn with ``generator``, or ``image_size`` without buckets."""
+        if not self.buckets:
+            return self.image_size
+        return self.buckets[int(torch.randint(len(self.buckets), (1,), generator=generator))]
+
     def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        images, captions = sample_shapes(size, generator, image_size=self.image_size, pairs=self.split.train_pairs)
+        return self.draw(size, generator, self.canvas(generator))
+
+    def eval_batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        """Real images for the metrics: a batch of training pairs on the ``image_size``² canvas, buckets or not."""
+        return self.draw(size, generator, self.image_size)
+
+    def draw(self, size: int, generator: torch.Generator, canvas) -> tuple[torch.Tensor, list[str]]:
+        """``size`` scenes of training pairs on ``canvas`` with their training captions."""
+        images, captions = sample_shapes(size, generator, image_size=canvas, pairs=self.split.train_pairs)
         if self.captions != "full":
             captions = mix_captions(captions, caption_generator(generator), SYNTHETIC_FRACTIONS[self.captions])
         return images, captions
@@ -128,15 +148,16 @@ class ShapesLatentSource(ShapesSource):
     ``to_images`` decodes samples, x = decode(z′/scale + shift), on the samples' device.
     """
 
-    def __init__(self, autoencoder: str | Path, latent_size: int, seed: int = 0, captions: str = "full"):
+    def __init__(self, autoencoder: str | Path, latent_size: int, seed: int = 0, captions: str = "full",
+                 buckets: tuple[tuple[int, int], ...] = ()):
         self.codec = load_autoencoder(autoencoder)
         super().__init__(check_image_size(latent_size * self.codec.factor, "image_size × the autoencoder's factor"), seed,
-                         captions=captions)
+                         captions=captions, buckets=buckets)
         self.channels = self.codec.latent_channels
         self.factor = self.codec.factor
 
-    def batch(self, step: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        images, captions = super().batch(step, size, generator)
+    def draw(self, size: int, generator: torch.Generator, canvas) -> tuple[torch.Tensor, list[str]]:
+        images, captions = super().draw(size, generator, canvas)
         return self.codec.images_to_latents(images, batch=size), captions
 
     def held_out_batch(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
@@ -224,9 +245,17 @@ def make_source(config):
     if config.data == "glyphs":
         return GlyphSource(config.seed)
     if config.data == "shapes":
+        buckets = config.bucket_canvases
         if config.autoencoder:
-            return ShapesLatentSource(config.autoencoder, config.image_size, config.seed, config.captions)
-        return ShapesSource(config.image_size, config.seed, captions=config.captions)
+            source = ShapesLatentSource(config.autoencoder, config.image_size, config.seed, config.captions, buckets)
+        else:
+            source = ShapesSource(config.image_size, config.seed, captions=config.captions, buckets=buckets)
+        step = source.factor * config.patch_size
+        for height, width in buckets:
+            if height % step or width % step:
+                raise ValueError(f"buckets: expected canvases whose sides are multiples of {step} pixels (autoencoder "
+                                 f"factor {source.factor} × patch_size {config.patch_size}), got {height}x{width}")
+        return source
     if config.data in LABELLED:
         return TensorSource(*labelled_images(config.data, config.data_root, config.image_size, config.download),
                             config.seed)

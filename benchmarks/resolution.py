@@ -25,6 +25,12 @@ sampled at 64 px with no fine-tuning at all. Every model is scored by the engine
 steps: the first fine-tuning steps), summary.json and its last sample grid; checkpoints are deleted
 (``--keep-checkpoints`` keeps them). → finetune.json
 
+``--part buckets`` (about 10 CPU-minutes): non-square canvases. The stored model sampled on 32×64 and
+64×32 canvases with positions "scaled" (each axis stretched to the trained range) and "extended" (spacing
+1 on both axes), then fine-tuned ``--steps`` steps with aspect-ratio buckets 32×32, 32×64 and 64×32 in one
+run (positions extended, shift 3 for every bucket), each scored by the detector on ``--eval-samples``
+held-out prompts per canvas. → buckets.json
+
     OMP_NUM_THREADS=1 python benchmarks/resolution.py --part snr
     OMP_NUM_THREADS=1 python benchmarks/resolution.py --part finetune
     OMP_NUM_THREADS=1 python benchmarks/resolution.py --part finetune --steps 4 --eval-samples 8 --out /tmp/r  # smoke
@@ -45,9 +51,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minisd3.adherence import adherence_report, chance_report
 from minisd3.engine.checkpoints import initial_weights, load_run
 from minisd3.engine.config import build_model
 from minisd3.engine.evaluation import evaluate, json_safe, save_sample_grid
+from minisd3.engine.grids import save_labelled_grid
 from minisd3.engine.loop import train_run
 from minisd3.engine.sources import make_source
 from minisd3.engine.sweep import training_flops_per_image
@@ -231,6 +239,63 @@ def part_finetune(args) -> dict:
     return results
 
 
+@torch.no_grad()
+def adherence_at(model, config, canvas: tuple[int, int], samples: int, seed: int, grid: Path | None = None) -> dict:
+    """Held-out adherence (with chance) of ``model`` sampled on a ``canvas`` (H, W) in pixels, at the run's
+    steps, guidance and shift; the first 8 samples as a labelled grid to ``grid``."""
+    source = make_source(config)
+    prompts = source.split.held_out_captions(samples, make_generator(seed + 1), canvas)
+    size = (canvas[0] // source.factor, canvas[1] // source.factor)
+    generator = make_generator(seed)
+    images = torch.cat([source.to_images(model.sample(prompts[i:i + 64], steps=config.sample_steps,
+                                                      cfg=config.sample_cfg, shift=config.shift,
+                                                      generator=generator, size=size)).clamp(-1, 1)
+                        for i in range(0, samples, 64)])
+    if grid is not None:
+        save_labelled_grid(grid, images[:8], prompts[:8], [True] * 8, verdicts=True,
+                           title=f"{grid.stem}: {canvas[0]}×{canvas[1]} px")
+    return {"canvas": list(canvas), "samples": samples, "adherence": adherence_report(images, prompts),
+            "chance": chance_report(images, prompts, make_generator(seed + 3))}
+
+
+def part_buckets(args) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _, small, _ = load_run(args.start, name="--start")
+    canvases = [(32, 64), (64, 32), (32, 32)]
+    results = {"start": args.start, "steps": args.steps, "eval_samples": args.eval_samples, "models": {}}
+
+    def record(name, model, config):
+        results["models"][name] = {"positions": config.positions, "canvases": {}}
+        for canvas in canvases:
+            key = f"{canvas[0]}x{canvas[1]}"
+            entry = adherence_at(model, config, canvas, args.eval_samples, args.seed,
+                                 out / f"{name}-{key}.png" if canvas != (32, 32) else None)
+            results["models"][name]["canvases"][key] = entry
+            a, c = entry["adherence"], entry["chance"]
+            print(f"{name:<28} {key:>6}  held-out all {a['overall']:.3f} (chance {c['overall']:.3f})  colour "
+                  f"{a['colour']:.2f} shape {a['shape']:.2f} count {a['count']:.2f} size {a['size']:.2f} "
+                  f"relation {a['relation']:.2f}", flush=True)
+        write_text_atomic(out / "buckets.json", json.dumps(json_safe(results), indent=1))
+
+    for positions in ("scaled", "extended"):
+        model, config = pretrained_at(args.start, small.image_size, positions, small.shift)
+        record(f"pretrained-{positions}", model, config)
+    config = dataclasses.replace(small, init_from=args.start, buckets="32x32,32x64,64x32", positions="extended",
+                                 max_steps=args.steps, lr=args.lr, warmup_steps=max(1, args.steps // 10), log_every=5,
+                                 sample_every=args.steps, ckpt_every=args.steps, eval_samples=64,
+                                 data_workers=1).validate()
+    run_dir = out / "finetune-buckets"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    train_run(config, run_dir, progress=False)
+    model, config, _ = load_run(run_dir)
+    record("finetune-buckets", model, config)
+    if not args.keep_checkpoints:
+        shutil.rmtree(run_dir / "checkpoints")
+    return results
+
+
 def report(name: str, entry: dict) -> None:
     e = entry["evaluation"]
     a, c = e["adherence"], e["chance"]
@@ -243,7 +308,7 @@ def report(name: str, entry: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["snr", "finetune"], required=True)
+    parser.add_argument("--part", choices=["snr", "finetune", "buckets"], required=True)
     parser.add_argument("--out", default="data/runs/resolution")
     parser.add_argument("--start", default="shapes-3000", help="the pre-trained run or stored model")
     parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps")
@@ -258,6 +323,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     if args.part == "snr":
         part_snr(Path(args.out), args.objects, args.threshold, args.seed)
+    elif args.part == "buckets":
+        part_buckets(args)
     else:
         part_finetune(args)
     return 0

@@ -520,7 +520,7 @@ def _site(args: argparse.Namespace) -> int:
     from .course.site import SiteBuildError, build_site
 
     try:
-        built = build_site(args.out, quiet=not args.verbose)
+        built = build_site(args.out, root=args.course, quiet=not args.verbose)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -569,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     site = sub.add_parser("site", help="build the course website (lessons with their saved outputs, practice notebooks, "
                                        "API reference) offline, without running any notebook")
     site.add_argument("--out", default="site", help="folder for the site: new, empty, or a previous site (default: site)")
+    site.add_argument("--course", default=".", help="the course's folder: README.md, notebooks/, exercises/, solutions/, "
+                                                     "docs/ (default: the current folder)")
     site.add_argument("--verbose", action="store_true", help="show Sphinx's progress")
     site.set_defaults(handler=_site)
     add_engine_commands(sub)

@@ -9,6 +9,9 @@
     gradebook   grade a class: many notebooks, a CSV row each, a summary per check
     notebooks   execute notebooks headlessly (lessons top to bottom; practice cell by cell with time limits)
     plotting    figures and interactive explorers with a static fallback
+    lesson_code which package code each lesson imports (read from its import lines), for the website's links
+    site_pages  the website's own pages (landing, practice, instructors, API) as MyST text, from README and solutions
+    site        the course website, built by Sphinx from the committed notebooks without running them
 
 The course imports the engine and lesson modules; nothing below imports it.
 """

@@ -65,7 +65,10 @@ def resolve(module: str, name: str | None) -> CodeRef:
     owner = importlib.import_module(module)
     if name is None:
         return CodeRef(module, "mod")
-    value = getattr(owner, name)
+    try:
+        value = getattr(owner, name)
+    except AttributeError:  # ``from minisd3 import ddpm``: a submodule, imported as Python's import would
+        value = importlib.import_module(f"{module}.{name}")
     if inspect.ismodule(value):
         return CodeRef(value.__name__, "mod")
     if inspect.isfunction(value) or inspect.isclass(value):

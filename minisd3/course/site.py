@@ -53,6 +53,7 @@ CSS = """\
 .bd-article img, .cell_output img { max-width: 100%; height: auto; }
 .bd-article table { display: block; max-width: 100%; overflow-x: auto; }
 .bd-article .cell_output pre, .bd-article div.highlight pre { overflow-x: auto; }
+.bd-article a code.xref, .bd-article a code.xref span.pre { white-space: normal; overflow-wrap: anywhere; }
 """
 
 
@@ -113,12 +114,14 @@ def _config(root: Path, users: dict[str, list[Lesson]]) -> str:
         "nb_execution_mode": "off",
         "nb_ipywidgets_js": {},
         "nb_mime_priority_overrides": [("html", WIDGET_VIEW, None)],
+        "nb_render_markdown_format": "myst",  # the lessons' printed tables (text/markdown outputs) as tables
         "myst_enable_extensions": ["dollarmath", "amsmath"],
         "myst_heading_anchors": 3,
         "html_theme": "sphinx_book_theme",
         "html_title": "minisd3",
         "html_static_path": ["_static"],
         "html_css_files": ["minisd3.css"],
+        "html_context": {"default_mode": "light"},  # the lessons' figures are drawn on white
         "html_theme_options": {"show_toc_level": 2, "use_download_button": True, "home_page_in_toc": True},
         "html_show_sourcelink": False,
         "exclude_patterns": ["_build", "**.ipynb_checkpoints"],
@@ -169,11 +172,14 @@ def build_site(out: str | Path, root: str | Path = ROOT, quiet: bool = True) -> 
     """Build the website into ``out`` (a new or empty folder, or a previous site, which is replaced).
 
     Raises SiteBuildError with Sphinx's warnings when it warns (every warning fails the build), and
-    ValueError when ``out`` is a file or a folder that holds something other than a site.
+    ValueError when ``root`` is not the course's folder or ``out`` is a file or a folder that holds
+    something other than a site.
     """
     from sphinx.cmd.build import build_main
 
     out, root = Path(out), Path(root)
+    if not (root / "README.md").is_file() or not (root / "notebooks").is_dir():
+        raise ValueError(f"--course: expected the course's folder (README.md, notebooks/, exercises/, docs/), got {str(root)!r}")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / ".buildinfo").exists())):
         raise ValueError(f"--out: expected a new or empty folder or a previous site, got {str(out)!r}, which holds other files")
     start = time.perf_counter()

@@ -122,10 +122,16 @@ def instructor_page(readme: str, checks: dict[str, list[tuple[str, float]]], les
 
 
 def lesson_code_cell(refs: list[CodeRef]) -> str:
-    """The markdown cell appended to a lesson page: every package name the lesson imports, linked to its reference."""
-    items = "\n".join(f"- {ref.role}`{ref.target}`" for ref in refs)
+    """The markdown cell appended to a lesson page: the package code the lesson imports, a line per module,
+    each name linked to its reference."""
+    by_module: dict[str, list[CodeRef]] = {}
+    for ref in refs:
+        module = ref.target if ref.kind == "mod" else ref.target.rpartition(".")[0]
+        by_module.setdefault(module, []).extend([] if ref.kind == "mod" else [ref])
+    lines = [f"- {{py:mod}}`{module}`" + (": " + ", ".join(f"{ref.role}`~{ref.target}`" for ref in names) if names else "")
+             for module, names in by_module.items()]
     return ("## Code this lesson uses\n\nThe `minisd3` code this lesson imports (read from its `import` lines), each "
-            "linked to its reference:\n\n" + items + "\n")
+            "linked to its reference:\n\n" + "\n".join(lines) + "\n")
 
 
 def api_index(modules: list[str]) -> str:

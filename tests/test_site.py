@@ -167,6 +167,27 @@ def test_the_build_refuses_a_folder_that_holds_other_files(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_a_broken_link_or_a_missing_image_fails_the_build(tmp_path, monkeypatch):
+    """A one-lesson course whose lesson links to a page and an image that do not exist: Sphinx warns, so no site."""
+    import minisd3.course.site as site_module
+
+    course = tmp_path / "course"
+    for folder in ("notebooks", "exercises", "solutions", "docs"):
+        (course / folder).mkdir(parents=True)
+    (course / "README.md").write_text("## What this is\n\nA course.\n\n| # | lesson | what you will see |\n|---|---|---|\n"
+                                      "| 01 | [one](notebooks/01_one.ipynb) | a lesson |\n\n"
+                                      "## Practice notebooks and grading\n\nNone yet.\n")
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Lesson 01\n\nSee [the next lesson](02_missing.ipynb).\n\n![a figure](missing.png)"),
+        nbformat.v4.new_code_cell("from minisd3.ode import euler")])
+    nbformat.write(notebook, course / "notebooks" / "01_one.ipynb")
+    monkeypatch.setattr(site_module, "package_modules", lambda: ["minisd3.ode"])  # a small API: a quick build
+    with pytest.raises(SiteBuildError) as failed:
+        build_site(tmp_path / "out", root=course)
+    assert "02_missing" in str(failed.value) and "missing.png" in str(failed.value)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_live_widget_view_fails_the_build(tmp_path):
     from minisd3.course.site import _copy_lesson
 
@@ -257,9 +278,29 @@ def test_a_lesson_page_shows_its_figures_math_and_printed_numbers(browser, serve
         assert KNOWN_NUMBER[1] in json.dumps(outputs), "the lesson no longer prints the number this test looks for"
         cells = page.eval_on_selector_all("article .cell_output table td", "cells => cells.map(c => c.innerText.trim())")
         assert KNOWN_NUMBER[1] in cells, "the reflow table's straightness, printed by the lesson, is not on the page"
+    if lesson.path == KNOWN_NUMBER[0]:  # tqdm's bars were saved as text: finished, at 100 %
+        assert re.search(r"rectified flow: 100%\|█+\| 4000/4000", page.inner_text("article")), "no finished progress bar"
     code = page.eval_on_selector_all("#code-this-lesson-uses a.reference", "links => links.map(a => a.href)")
     assert code and all("/api/minisd3." in href for href in code), "no links to the package code the lesson imports"
     assert not page.errors, page.errors
+    page.close()
+
+
+NARROWEST = """() => {
+    const column = document.querySelector('article.bd-article').getBoundingClientRect().right;
+    const wide = Array.from(document.querySelectorAll('article img')).filter(i => i.getBoundingClientRect().right > column + 1);
+    return [document.documentElement.scrollWidth, window.innerWidth, wide.map(i => i.src)];
+}"""
+
+
+@pytest.mark.parametrize("path", ["index.html", LESSONS[2].docname + ".html", LESSONS[6].docname + ".html", "instructors.html"])
+def test_on_a_phone_nothing_is_wider_than_the_screen(browser, server, path):
+    """At 390 px figures shrink to the text column, and tables and code scroll in their own boxes, not the page."""
+    page = _open(browser, server + path)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(300)
+    page_width, screen, wide_images = page.evaluate(NARROWEST)
+    assert page_width <= screen and not wide_images, (page_width, screen, wide_images)
     page.close()
 
 

@@ -14,7 +14,9 @@ Needs ``sphinx``, ``myst-nb``, ``sphinx-book-theme`` and ``sphinx-mathjax-offlin
 """
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import io
 import pkgutil
 import re
@@ -49,11 +51,12 @@ PROBLEM = re.compile(r"\((WARNING|ERROR|SEVERE)/\d\)")
 UNKNOWN_MARKUP = re.compile(r'Unknown interpreted text role|No role entry|Unknown directive type|No directive entry')
 """docutils' complaints about Sphinx's roles (``:func:``) and directives, which Sphinx itself knows."""
 CSS = """\
-/* minisd3: figures never wider than the text column; wide tables and outputs scroll inside their own box */
+/* minisd3: figures never wider than the text column; code and printed outputs scroll inside their own box (the
+   theme already puts each table in a scrolling box); long inline names wrap instead of widening a phone's page */
 .bd-article img, .cell_output img { max-width: 100%; height: auto; }
-.bd-article table { display: block; max-width: 100%; overflow-x: auto; }
 .bd-article .cell_output pre, .bd-article div.highlight pre { overflow-x: auto; }
-.bd-article a code.xref, .bd-article a code.xref span.pre { white-space: normal; overflow-wrap: anywhere; }
+.bd-article :is(p, li, td) code.literal,
+.bd-article :is(p, li, td) code.literal span.pre { white-space: normal; overflow-wrap: anywhere; }
 """
 
 
@@ -75,6 +78,16 @@ def package_modules() -> list[str]:
     package = importlib.import_module(PACKAGE)
     names = [PACKAGE] + [info.name for info in pkgutil.walk_packages(package.__path__, prefix=f"{PACKAGE}.")]
     return sorted(name for name in names if not name.endswith("__main__"))
+
+
+def module_data(module: str) -> list[str]:
+    """The public names a module assigns at its top level (constants, type aliases), in source order."""
+    source = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
+    names: dict[str, None] = {}
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names.update({t.id: None for t in targets if isinstance(t, ast.Name) and not t.id.startswith("_")})
+    return list(names)
 
 
 def _uses(lessons: list[Lesson], root: Path) -> tuple[dict[str, list[CodeRef]], dict[str, list[Lesson]]]:
@@ -125,6 +138,9 @@ def _config(root: Path, users: dict[str, list[Lesson]]) -> str:
         "html_theme_options": {"show_toc_level": 2, "use_download_button": True, "home_page_in_toc": True},
         "html_show_sourcelink": False,
         "exclude_patterns": ["_build", "**.ipynb_checkpoints"],
+        "nitpicky": True,  # a link to package code that resolves to nothing fails the build ...
+        "nitpick_ignore_regex": [(r"py:.*", r"(?!minisd3\.).*|.*\._\w*|.*\.[A-Z]")],  # other libraries' names (torch.Tensor),
+        # private names and type variables aside
         "autodoc_member_order": "bysource",
         "autodoc_typehints": "signature",
         "minisd3_lessons_using": {name: [(lesson.label, lesson.docname) for lesson in found] for name, found in users.items()},
@@ -159,7 +175,7 @@ def write_sources(src: Path, root: Path = ROOT) -> list[Lesson]:
         "practice.md": practice_page(lessons, exercises),
         "instructors.md": instructor_page(readme, checks, lessons),
         "api/index.md": api_index(modules),
-        **{f"api/{module}.md": api_page(module, users.get(module, [])) for module in modules},
+        **{f"api/{module}.md": api_page(module, users.get(module, []), module_data(module)) for module in modules},
         "_static/minisd3.css": CSS,
         "conf.py": _config(root, users),
     }

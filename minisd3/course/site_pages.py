@@ -149,8 +149,10 @@ def api_index(modules: list[str]) -> str:
     return "\n".join(parts)
 
 
-def api_page(module: str, lessons_using: list[Lesson]) -> str:
-    """``api/<module>.md``: the module by autodoc, after a line naming the lessons that import it."""
+def api_page(module: str, lessons_using: list[Lesson], data: list[str]) -> str:
+    """``api/<module>.md``: the module by autodoc, after a line naming the lessons that import it. Its
+    module-level constants (``data``) are documented one by one, since autodoc leaves out those without a
+    doc comment, and a lesson or a docstring may link to any of them."""
     used = ", ".join(f"[{lesson.label}](../{lesson.path})" for lesson in lessons_using)
     return "\n".join([
         f"# `{module}`\n",
@@ -160,6 +162,8 @@ def api_page(module: str, lessons_using: list[Lesson]) -> str:
         "   :members:",
         "   :undoc-members:",
         "   :show-inheritance:",
+        *([f"   :exclude-members: {', '.join(data)}"] if data else []),
+        *[line for name in data for line in ("", f".. autodata:: {module}.{name}", "   :no-value:")],
         "```\n",
     ])
 

@@ -110,6 +110,8 @@ def instructor_page(readme: str, checks: dict[str, list[tuple[str, float]]], les
             + f" | {sum(points for _, points in found):g} |" for name, found in checks.items()]
     return "\n".join([
         "# For instructors\n",
+        "The exercise notebooks to hand out are on [Practice notebooks](practice.md), each with a download link. "
+        "What follows is README's section on practice and grading.\n",
         readme_section(readme, "Practice notebooks and grading"),
         "## Checks and points\n",
         "Each practice notebook's check cells, as `solutions/` declares them (the grader scores each check out of its "

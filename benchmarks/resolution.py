@@ -209,9 +209,9 @@ def part_finetune(args) -> dict:
             report(name, results["runs"][name])
             write_text_atomic(out / "finetune.json", json.dumps(json_safe(results), indent=1))
 
-    settings = [("finetune-shift3-scaled", base_shift, "scaled"), ("finetune-shift6-scaled", 2 * base_shift, "scaled"),
-                ("finetune-shift12-scaled", 4 * base_shift, "scaled"),
-                ("finetune-shift6-extended", 2 * base_shift, "extended")]
+    pairs = [(factor, "scaled") for factor in args.factors] + [(factor, "extended") for factor in args.extended_factors]
+    settings = [(f"finetune-shift{factor * base_shift:g}-{positions}", factor * base_shift, positions)
+                for factor, positions in pairs]
     runs = [(name, dict(common, shift=shift, positions=positions)) for name, shift, positions in settings]
     runs.append((f"scratch-shift{2 * base_shift:g}", dict(common, init_from="", position_base=0, positions="scaled",
                                                         shift=2 * base_shift, max_steps=scratch_steps,
@@ -252,7 +252,7 @@ def adherence_at(model, config, canvas: tuple[int, int], samples: int, seed: int
                                                       generator=generator, size=size)).clamp(-1, 1)
                         for i in range(0, samples, 64)])
     if grid is not None:
-        save_labelled_grid(grid, images[:8], prompts[:8], [True] * 8, verdicts=True,
+        save_labelled_grid(grid, images[:8], prompts[:8], [True] * 8, verdicts=True, columns=4,
                            title=f"{grid.stem}: {canvas[0]}×{canvas[1]} px")
     return {"canvas": list(canvas), "samples": samples, "adherence": adherence_report(images, prompts),
             "chance": chance_report(images, prompts, make_generator(seed + 3))}
@@ -316,6 +316,10 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-samples", type=int, default=512)
     parser.add_argument("--objects", type=int, default=600, help="objects per canvas (--part snr)")
     parser.add_argument("--threshold", type=float, default=0.9, help="readout accuracy that defines t* (--part snr)")
+    parser.add_argument("--factors", type=float, nargs="+", default=[1, 2, 4],
+                        help="fine-tuning shifts, as multiples of the start's own shift (positions scaled)")
+    parser.add_argument("--extended-factors", type=float, nargs="*", default=[2],
+                        help="the same with positions extended")
     parser.add_argument("--skip", nargs="*", default=[], help="names of runs to leave out")
     parser.add_argument("--keep-checkpoints", action="store_true")
     parser.add_argument("--seed", type=int, default=0)

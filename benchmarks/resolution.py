@@ -31,8 +31,20 @@ steps: the first fine-tuning steps), summary.json and its last sample grid; chec
 run (positions extended, shift 3 for every bucket), each scored by the detector on ``--eval-samples``
 held-out prompts per canvas. → buckets.json
 
-    OMP_NUM_THREADS=1 python benchmarks/resolution.py --part snr
-    OMP_NUM_THREADS=1 python benchmarks/resolution.py --part finetune
+The stored runs (about 95 CPU-minutes in all; ``image_size`` counts latents, 16 = the 64-px canvas):
+
+    OMP_NUM_THREADS=1 python benchmarks/resolution.py --part snr                 # snr.csv, snr_curves.csv
+    OMP_NUM_THREADS=1 python benchmarks/resolution.py --part finetune            # shapes-3000: finetune.json, runs
+    OMP_NUM_THREADS=1 python benchmarks/resolution.py --part buckets             # buckets.json
+    NO_FT="no-finetune-scaled-shift1 no-finetune-scaled-shift2 no-finetune-extended-shift1 no-finetune-extended-shift2"
+    OMP_NUM_THREADS=1 python benchmarks/resolution.py --part finetune --start course --extended-factors \
+        --out data/runs/resolution/course --skip scratch-shift2 no-finetune-extended-shift1 no-finetune-extended-shift2
+    OMP_NUM_THREADS=1 python benchmarks/resolution.py --part finetune --start course --factors 8 --extended-factors \
+        --out data/runs/resolution/course-shift8 --skip scratch-shift2 $NO_FT
+    OMP_NUM_THREADS=1 python benchmarks/resolution.py --part finetune --start course --steps 600 --factors 1 2 \
+        --extended-factors --out data/runs/resolution/course-600 --skip scratch-shift2 $NO_FT
+    OMP_NUM_THREADS=1 python benchmarks/resolution.py --part finetune --start course --steps 600 --factors 4 \
+        --extended-factors --out data/runs/resolution/course-600-shift4 --skip scratch-shift2 $NO_FT
     OMP_NUM_THREADS=1 python benchmarks/resolution.py --part finetune --steps 4 --eval-samples 8 --out /tmp/r  # smoke
 """
 from __future__ import annotations
@@ -314,7 +326,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps")
     parser.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
     parser.add_argument("--eval-samples", type=int, default=512)
-    parser.add_argument("--objects", type=int, default=600, help="objects per canvas (--part snr)")
+    parser.add_argument("--objects", type=int, default=1000, help="objects per canvas (--part snr)")
     parser.add_argument("--threshold", type=float, default=0.9, help="readout accuracy that defines t* (--part snr)")
     parser.add_argument("--factors", type=float, nargs="+", default=[1, 2, 4],
                         help="fine-tuning shifts, as multiples of the start's own shift (positions scaled)")

@@ -31,11 +31,13 @@ class PatchEmbedding(nn.Module):
     trained on) has positions at integer coordinates 0 … base − 1. Another h×w grid, e.g. a larger
     canvas at fine-tuning or a non-square one, is laid out by ``layout``:
 
-        "scaled"    spacing base/h and base/w: the grid spans the base grid's range, finer (DiT, PixArt;
-                    diffusers' ``get_2d_sincos_pos_embed`` with ``base_size``). A non-square grid is stretched.
+        "scaled"    spacing base/h and base/w: the grid spans the base grid's range, finer (PixArt-α's
+                    interpolation scale; diffusers' ``get_2d_sincos_pos_embed`` with ``base_size``; the SD3
+                    paper's spacing 256/S for square images). A non-square grid is stretched.
         "extended"  spacing 1, centred on the base grid: coordinate i − (h − base)/2, so the base grid's
-                    positions sit in the middle and a larger grid continues beyond them, as SD3 crops the
-                    centre of a larger fixed table (``pos_embed_max_size``) at one spacing.
+                    positions sit in the middle and a larger grid continues beyond them (the SD3 paper extends
+                    its grid this way sideways for non-square buckets and centre-crops it; diffusers'
+                    ``pos_embed_max_size`` crops a fixed table at one spacing).
 
     With ``pos_embed_max_size`` M (SD3, diffusers' ``PatchEmbed``), a table for an M×M grid with spacing
     base/M is cropped at its centre to the image's grid instead. Raises ValueError for an unknown

@@ -32,6 +32,11 @@ winners and losers both drift up), with β = 1500 it saturates within about ten 
 the reference). The default sweep, 50 … 1500, spans the two.
 
 The evaluation's training-pair prompts are fresh captions of training pairs, not the ones tuned on.
+
+Online rounds (``--rounds R``, R > 1): after each round's ``--steps``, "dpo β" and "winners" draw fresh
+pairs from the model as tuned so far (``--prompts`` new prompts, k samples each) and tune on them, the
+round's starting model as DPO's reference (iterative DPO, as online preference tuning does it); "ordinary"
+runs R·``--steps`` steps, the same fine-tuning steps. Every variant is scored after every round.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ from pathlib import Path
 
 import torch
 
+from minisd3.adherence import paired_difference
 from minisd3.engine.checkpoints import load_run
 from minisd3.engine.evaluation import evaluate, json_safe
 from minisd3.engine.sources import make_source
@@ -95,9 +101,13 @@ def main() -> None:
                                                "uniform, lognorm(m,s), mode(s), cosmap); default: the run's own")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON file for every number")
+    parser.add_argument("--rounds", type=int, default=1, help="online rounds: fresh pairs from the tuned model "
+                                                               "before each round after the first (default 1)")
     parser.add_argument("--pairs", help="a safetensors file of preference pairs: read if it exists (the same "
                                         "--start, --prompts, --k and --seed), else built and written there")
     args = parser.parse_args()
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds: expected a positive number of rounds, got {args.rounds}")
 
     start_model, config, folder = load_run(args.start, "ema", "cpu", name="--start")
     source = make_source(config)
@@ -113,26 +123,33 @@ def main() -> None:
         if args.out:
             write_text_atomic(args.out, json.dumps(json_safe(run), indent=1, allow_nan=False))
 
-    clock = time.process_time()
-    if args.pairs and Path(args.pairs).is_file():
-        pairs = PreferencePairs.load(args.pairs)
-        print(f"read {len(pairs)} pairs from {args.pairs}")
-    else:
-        captions_of = source.split.train_captions if args.prompt_pairs == "train" else source.split.held_out_captions
-        prompts = captions_of(args.prompts, make_generator(args.seed + 100), source.image_size)
-        pairs = preference_pairs(start_model, prompts, args.k, to_images=source.to_images, steps=config.sample_steps,
-                                 cfg=config.sample_cfg, shift=config.shift, generator=make_generator(args.seed + 101),
-                                 progress=True)
-        if args.pairs:
-            pairs.save(args.pairs)
-    run["pairs"] = {"prompts": args.prompts, "kept": len(pairs), "cpu_s": time.process_time() - clock,
-                    "mean_score": pairs.scores.mean().item(),
-                    "winner_score": pairs.winner_scores.mean().item() if len(pairs) else None,
-                    "loser_score": pairs.loser_scores.mean().item() if len(pairs) else None}
-    print(f"pairs: {len(pairs)} of {args.prompts} prompts had a best and a worst sample "
-          f"({run['pairs']['cpu_s']:.0f} CPU s)", flush=True)
-    if len(pairs) == 0:
-        raise SystemExit("no prompt gave a pair (all samples tied): raise --k or --prompts")
+    captions_of = source.split.train_captions if args.prompt_pairs == "train" else source.split.held_out_captions
+
+    def build_pairs(model, round_: int) -> tuple[PreferencePairs, dict]:
+        """Fresh pairs from ``model`` (round 0: the start's, read from or written to ``--pairs``), and their numbers."""
+        clock = time.process_time()
+        seed = args.seed + 1000 * round_
+        if round_ == 0 and args.pairs and Path(args.pairs).is_file():
+            pairs = PreferencePairs.load(args.pairs)
+            print(f"read {len(pairs)} pairs from {args.pairs}")
+        else:
+            prompts = captions_of(args.prompts, make_generator(seed + 100), source.image_size)
+            pairs = preference_pairs(model, prompts, args.k, to_images=source.to_images, steps=config.sample_steps,
+                                     cfg=config.sample_cfg, shift=config.shift, generator=make_generator(seed + 101),
+                                     progress=True)
+            if round_ == 0 and args.pairs:
+                pairs.save(args.pairs)
+        numbers = {"prompts": args.prompts, "kept": len(pairs), "cpu_s": time.process_time() - clock,
+                   "mean_score": pairs.scores.mean().item(),
+                   "winner_score": pairs.winner_scores.mean().item() if len(pairs) else None,
+                   "loser_score": pairs.loser_scores.mean().item() if len(pairs) else None}
+        print(f"pairs: {len(pairs)} of {args.prompts} prompts had a best and a worst sample "
+              f"({numbers['cpu_s']:.0f} CPU s)", flush=True)
+        if len(pairs) == 0:
+            raise SystemExit("no prompt gave a pair (all samples tied): raise --k or --prompts")
+        return pairs, numbers
+
+    pairs, run["pairs"] = build_pairs(start_model, 0)
 
     result, eval_cpu = score(start_model, source, config, args.eval_samples, args.seed)
     run["variants"].append({"name": "start", "finetune_cpu_s": 0.0, "eval_cpu_s": eval_cpu, **summary(result),
@@ -143,31 +160,51 @@ def main() -> None:
     for objective, beta in variants:
         name = f"dpo β={beta:g}" if objective == "dpo" else objective
         model = copy.deepcopy(start_model)
-        clock = time.process_time()
-        history = finetune(model, pairs, args.steps, lr=args.lr, batch=args.batch, objective=objective,
-                           beta=beta if beta is not None else 1.0, generator=make_generator(args.seed + 102),
-                           time_sampler=time_sampler, shift=config.shift, progress=True, source=source,
-                           p_uncond=config.p_uncond)
-        cpu = time.process_time() - clock
-        result, eval_cpu = score(model, source, config, args.eval_samples, args.seed)
+        online = objective != "ordinary" and args.rounds > 1
+        rounds, cpu, history = [], 0.0, []
+        for round_ in range(args.rounds if online else 1):
+            round_pairs, pair_numbers = (pairs, run["pairs"]) if round_ == 0 else build_pairs(model, round_)
+            steps = args.steps if online else args.steps * args.rounds
+            clock = time.process_time()
+            history += finetune(model, round_pairs, steps, lr=args.lr, batch=args.batch, objective=objective,
+                                beta=beta if beta is not None else 1.0,
+                                generator=make_generator(args.seed + 102 + 1000 * round_),
+                                time_sampler=time_sampler, shift=config.shift, progress=True, source=source,
+                                p_uncond=config.p_uncond)
+            cpu += time.process_time() - clock
+            if online:
+                result, eval_cpu = score(model, source, config, args.eval_samples, args.seed)
+                rounds.append({"round": round_ + 1, "pairs": pair_numbers, **summary(result),
+                               "verdicts": result["verdicts"], "verdicts_train_pairs": result["verdicts_train_pairs"]})
+                gain = paired_difference(result["verdicts"], run["variants"][0]["evaluation"]["verdicts"])
+                print(f"{name}, round {round_ + 1}: held-out {result['adherence']['overall']:.3f} "
+                      f"({gain[0]:+.3f} ± {gain[1]:.3f} over the start), training pairs "
+                      f"{result['adherence_train_pairs']['overall']:.3f}", flush=True)
+        if not online:
+            result, eval_cpu = score(model, source, config, args.eval_samples, args.seed)
         last = history[-1]
         run["variants"].append({"name": name, "objective": objective, "beta": beta, "finetune_cpu_s": cpu,
                                 "eval_cpu_s": eval_cpu, "final": last, **summary(result), "history": history,
-                                "evaluation": result})
+                                "rounds": rounds, "evaluation": result})
         print(f"{name}: {cpu:.0f} CPU s; last step {', '.join(f'{k} {v:.4g}' for k, v in last.items())}", flush=True)
         save()
 
-    print(f"\n{len(pairs)} pairs, {args.steps} steps of {args.batch} pairs at lr {args.lr:g}; adherence (all attributes) "
-          f"on {args.eval_samples} prompts each, chance in brackets")
-    print(f"{'variant':>14} {'held-out':>15} {'(chance)':>8} {'train pairs':>15} {'(chance)':>8} {'sliced W':>9} "
-          f"{'tune CPU s':>10}")
+    rounds = f"{args.rounds} online rounds of " if args.rounds > 1 else ""
+    print(f"\n{len(pairs)} pairs (first round), {rounds}{args.steps} steps of {args.batch} pairs at lr {args.lr:g}; "
+          f"adherence (all attributes) on {args.eval_samples} prompts each, chance in brackets")
+    print(f"{'variant':>14} {'held-out':>15} {'(chance)':>8} {'− start':>16} {'train pairs':>15} {'(chance)':>8} "
+          f"{'− start':>16} {'sliced W':>9} {'tune CPU s':>10}")
     n = args.eval_samples
+    first = run["variants"][0]["evaluation"]
     for v in run["variants"]:
         held, train = v["held_out"], v["train_pairs"]
+        gains = [paired_difference(v["evaluation"][key], first[key]) for key in ("verdicts", "verdicts_train_pairs")]
         print(f"{v['name']:>14} {held:>7.3f} ± {standard_error(held, n):.3f} {v['held_out_chance']:>8.3f} "
-              f"{train:>7.3f} ± {standard_error(train, n):.3f} {v['train_pairs_chance']:>8.3f} "
+              f"{gains[0][0]:>+7.3f} ± {gains[0][1]:.3f} {train:>7.3f} ± {standard_error(train, n):.3f} "
+              f"{v['train_pairs_chance']:>8.3f} {gains[1][0]:>+7.3f} ± {gains[1][1]:.3f} "
               f"{v['sliced_wasserstein']:>9.4f} {v['finetune_cpu_s']:>10.1f}")
-    print("± one binomial standard error √(p(1 − p)/n); the first variant's CPU seconds include one-time warm-up")
+    print("± one binomial standard error √(p(1 − p)/n); − start: the gain over the start on the same prompts and noise "
+          "± its paired standard error; the first variant's CPU seconds include one-time warm-up")
     if args.out:
         print(f"wrote {Path(args.out)}")
 

@@ -233,8 +233,8 @@ def _check_batch(images, prompts) -> tuple[torch.Tensor, list[Prompt]]:
     return images, [as_prompt(prompt, "prompts") for prompt in prompts]
 
 
-def _average(scores: Sequence[dict[str, bool]]) -> dict[str, float]:
-    """Fraction of True per attribute, over the scores that have it."""
+def average_scores(scores: Sequence[dict[str, bool]]) -> dict[str, float]:
+    """Fraction of True per attribute, over the scores (from :func:`prompt_scores`) that have it."""
     report = {}
     for attribute in (*ATTRIBUTES, "overall"):
         values = [s[attribute] for s in scores if attribute in s]
@@ -251,8 +251,36 @@ def adherence_report(images: torch.Tensor, prompts: Sequence[Prompt | str]) -> d
     averaged over the two-group prompts only, and is absent when there are none. Read it beside
     :func:`chance_report`, what the same images score against prompts they were not made for.
     """
+    return average_scores(prompt_scores(images, prompts))
+
+
+def prompt_scores(images: torch.Tensor, prompts: Sequence[Prompt | str]) -> list[dict[str, bool]]:
+    """Each image's verdicts (:func:`score_prompt`: attribute → bool, with ``overall``), in order.
+
+    ``images`` (N, 3, H, W) in [−1, 1] and N ``prompts``, as :func:`adherence_report`, which
+    averages them; kept per prompt, two models sampled on the same prompts and noise can be
+    compared pair by pair (the paired standard error of a difference).
+    """
     images, prompts = _check_batch(images, prompts)
-    return _average([score_detections(_detect_one(image), prompt) for image, prompt in zip(images, prompts)])
+    return [score_detections(_detect_one(image), prompt) for image, prompt in zip(images, prompts)]
+
+
+def paired_difference(after: Sequence[int | bool], before: Sequence[int | bool]) -> tuple[float, float]:
+    """(mean of after − before, its standard error) for two models' verdicts on the same prompts and noise.
+
+    ``after`` and ``before`` are N ≥ 2 verdicts each (0/1 or bool, e.g. ``verdicts`` of
+    :func:`minisd3.engine.evaluation.evaluate`), prompt i of one paired with prompt i of the other;
+    the error is s_d/√N with s_d the sample standard deviation of the N differences (the paired
+    standard error; the normal form of McNemar's test). Two models that share prompts and noise
+    mostly agree, so this is smaller than the √2·√(p(1 − p)/N) of two independent scores.
+    Raises a ValueError naming ``before`` (another length) or ``after`` (fewer than 2 verdicts).
+    """
+    if len(after) < 2:
+        raise ValueError(f"after: expected at least 2 verdicts, got {len(after)}")
+    if len(before) != len(after):
+        raise ValueError(f"before: expected {len(after)} verdicts (one per prompt of after), got {len(before)}")
+    differences = torch.tensor([float(a) - float(b) for a, b in zip(after, before)])
+    return float(differences.mean()), float(differences.std() / len(differences) ** 0.5)
 
 
 def derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -290,4 +318,4 @@ def chance_report(images: torch.Tensor, prompts: Sequence[Prompt | str], generat
     for _ in range(repeats):
         order = derangement(len(prompts), generator)
         scores += [score_detections(found, prompts[int(j)]) for found, j in zip(detections, order)]
-    return _average(scores)
+    return average_scores(scores)

@@ -2,6 +2,7 @@
 canvases, and the metric can fail."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -10,8 +11,11 @@ from minisd3.adherence import (
     SQUARE_MIN_FILL,
     TRIANGLE_MIN_DROP,
     adherence_report,
+    average_scores,
     classify_pixels,
     detect_objects,
+    paired_difference,
+    prompt_scores,
     score_detections,
     score_prompt,
 )
@@ -230,3 +234,29 @@ def test_bad_input_is_named():
         score_prompt(torch.zeros(3, 32, 32), "one small purple circle")
     with pytest.raises(ValueError, match="prompt: expected a Prompt or a caption"):
         score_prompt(torch.zeros(3, 32, 32), 3)
+
+
+def test_prompt_scores_are_what_the_report_averages():
+    prompts = ["one small red circle", "two large blue squares", "one small green triangle above one large red square"]
+    images = torch.stack([render(render_prompt(p, make_generator(i), 32)) for i, p in enumerate(prompts)])
+    images = torch.cat([images, images.flip(0)])
+    prompts = prompts + prompts
+    verdicts = prompt_scores(images, prompts)
+    assert len(verdicts) == len(prompts) and all("overall" in v for v in verdicts)
+    assert [v["overall"] for v in verdicts[:3]] == [True, True, True]  # ground truth reads right
+    assert not verdicts[3]["overall"] and not verdicts[5]["overall"]  # swapped images fail their prompts
+    assert average_scores(verdicts) == adherence_report(images, prompts)
+
+
+def test_paired_difference_by_hand_and_its_errors():
+    before = [1, 0, 1, 1, 0, 0, 1, 0]
+    after = [1, 1, 1, 1, 0, 1, 1, 0]
+    mean, se = paired_difference(after, before)
+    d = np.array(after) - np.array(before)
+    assert mean == pytest.approx(0.25)
+    assert se == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)))
+    assert paired_difference(before, before) == (0.0, 0.0)  # the same verdicts differ by nothing, surely
+    with pytest.raises(ValueError, match="before: expected 8 verdicts"):
+        paired_difference(after, before[:-1])
+    with pytest.raises(ValueError, match="after: expected at least 2"):
+        paired_difference([1], [0])

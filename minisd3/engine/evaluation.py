@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..adherence import ATTRIBUTES, adherence_report, chance_report
+from ..adherence import ATTRIBUTES, average_scores, chance_report, prompt_scores
 from ..digits import to_uint8
 from ..files import write_text_atomic
 from ..metrics import sliced_wasserstein
@@ -161,10 +161,12 @@ def evaluate(model: TextToImage, source, n: int, steps: int, cfg: float, shift: 
     """Metrics of ``n`` samples for the source's evaluation prompts (held-out ones for shapes).
 
     Always the offline metrics, which need no download: sliced Wasserstein to ``n`` real images
-    and, for shapes, prompt adherence (attribute → fraction in [0, 1]) with its chance rate:
+    and, for shapes, prompt adherence (attribute → fraction in [0, 1]) with its chance rate, and the
+    overall verdict of each prompt in order (0 or 1: all attributes right), for paired comparisons:
 
-        adherence, chance                          n prompts of held-out (colour, shape) pairs
-        adherence_train_pairs, chance_train_pairs  n more samples, prompts of training pairs
+        adherence, chance, verdicts                n prompts of held-out (colour, shape) pairs
+        adherence_train_pairs, chance_train_pairs, verdicts_train_pairs
+                                                   n more samples, prompts of training pairs
 
     (the training-pair samples start from the same noise, so the two sets differ only in their
     prompts), and the validation loss on ``n`` scenes of held-out pairs (:mod:`minisd3.validation_loss`,
@@ -181,12 +183,16 @@ def evaluate(model: TextToImage, source, n: int, steps: int, cfg: float, shift: 
               "sliced_wasserstein": sliced_wasserstein(images, real)}
     split = getattr(source, "split", None)
     if split is not None:  # shapes: prompts the detector can score
-        result["adherence"] = adherence_report(images, prompts)
+        verdicts = prompt_scores(images, prompts)
+        result["adherence"] = average_scores(verdicts)
+        result["verdicts"] = [int(v["overall"]) for v in verdicts]
         result["chance"] = chance_report(images, prompts, make_generator(seed + 3))
         train_prompts = split.train_captions(n, make_generator(seed + 4), images.shape[-1])
         train_images = generate(model, train_prompts, steps, cfg, shift, seed, method=method,
                                 to_images=source.to_images)
-        result["adherence_train_pairs"] = adherence_report(train_images, train_prompts)
+        verdicts = prompt_scores(train_images, train_prompts)
+        result["adherence_train_pairs"] = average_scores(verdicts)
+        result["verdicts_train_pairs"] = [int(v["overall"]) for v in verdicts]
         result["chance_train_pairs"] = chance_report(train_images, train_prompts, make_generator(seed + 5))
     if hasattr(source, "held_out_batch"):  # shapes drawn on the fly: scenes of held-out pairs
         x0, captions = source.held_out_batch(n, make_generator(seed + 6))

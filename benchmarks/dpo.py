@@ -33,6 +33,10 @@ the reference). The default sweep, 50 … 1500, spans the two.
 
 The evaluation's training-pair prompts are fresh captions of training pairs, not the ones tuned on.
 
+Pairs are sampled with the run's guidance w (3 for the shapes preset), as evaluation samples; ``--pair-cfg 1``
+samples the conditional model itself, whose distribution the tuning losses fit (a winner drawn at w = 3 is a
+guided sample, and training the conditional velocity on it bakes guidance in before evaluation applies it again).
+
 Online rounds (``--rounds R``, R > 1): after each round's ``--steps``, "dpo β" and "winners" draw fresh
 pairs from the model as tuned so far (``--prompts`` new prompts, k samples each) and tune on them, the
 round's starting model as DPO's reference (iterative DPO, as online preference tuning does it); "ordinary"
@@ -88,8 +92,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps of every variant")
     parser.add_argument("--batch", type=int, default=16, help="pairs per step")
     parser.add_argument("--lr", type=float, default=3e-5, help="AdamW learning rate (constant)")
-    parser.add_argument("--betas", type=float, nargs="+", default=[50.0, 150.0, 500.0, 1500.0],
-                        help="DPO temperatures β to sweep (the paper's m = −β·Δ; half diffusers' --beta_dpo)")
+    parser.add_argument("--betas", type=float, nargs="*", default=[50.0, 150.0, 500.0, 1500.0],
+                        help="DPO temperatures β to sweep (the paper's m = −β·Δ; half diffusers' --beta_dpo); none: baselines only")
     parser.add_argument("--no-winners", action="store_true", help="skip the winners-only baseline")
     parser.add_argument("--no-ordinary", action="store_true", help="skip the more-ordinary-training baseline")
     parser.add_argument("--eval-samples", type=int, default=256, help="held-out prompts (and as many training ones)")
@@ -101,6 +105,8 @@ def main() -> None:
                                                "uniform, lognorm(m,s), mode(s), cosmap); default: the run's own")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON file for every number")
+    parser.add_argument("--pair-cfg", type=float, help="guidance scale w of the samples pairs are made of (default: the "
+                                                         "run's own, as in evaluation; 1 samples the conditional model)")
     parser.add_argument("--rounds", type=int, default=1, help="online rounds: fresh pairs from the tuned model "
                                                                "before each round after the first (default 1)")
     parser.add_argument("--pairs", help="a safetensors file of preference pairs: read if it exists (the same "
@@ -110,6 +116,9 @@ def main() -> None:
         raise SystemExit(f"--rounds: expected a positive number of rounds, got {args.rounds}")
 
     start_model, config, folder = load_run(args.start, "ema", "cpu", name="--start")
+    pair_cfg = config.sample_cfg if args.pair_cfg is None else args.pair_cfg
+    if not 0 <= pair_cfg < math.inf:
+        raise SystemExit(f"--pair-cfg: expected a guidance scale ≥ 0, got {args.pair_cfg}")
     source = make_source(config)
     time_sampler = args.time_sampler or config.time_sampler
     try:
@@ -135,7 +144,7 @@ def main() -> None:
         else:
             prompts = captions_of(args.prompts, make_generator(seed + 100), source.image_size)
             pairs = preference_pairs(model, prompts, args.k, to_images=source.to_images, steps=config.sample_steps,
-                                     cfg=config.sample_cfg, shift=config.shift, generator=make_generator(seed + 101),
+                                     cfg=pair_cfg, shift=config.shift, generator=make_generator(seed + 101),
                                      progress=True)
             if round_ == 0 and args.pairs:
                 pairs.save(args.pairs)

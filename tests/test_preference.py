@@ -258,3 +258,38 @@ def test_finetune_refuses_what_cannot_work():
         finetune(model, pairs, steps=0)
     with pytest.raises(ValueError, match="^lr: expected a positive"):
         finetune(model, pairs, steps=1, lr=0.0)
+
+
+def test_dpo_benchmark_runs_online_rounds_with_fresh_pairs_and_paired_verdicts(tmp_path):
+    """benchmarks/dpo.py --rounds 2 on the stored shapes-3000 model, tiny: every online variant is scored after
+    each round, round 2's pairs are drawn afresh from the tuned model, ordinary training runs both rounds' steps
+    at once, and every evaluation keeps one verdict per prompt (what the paired standard errors are made of)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "dpo.json"
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "dpo.py"), "--start", "shapes-3000", "--prompts", "6",
+                           "--k", "2", "--steps", "2", "--batch", "2", "--eval-samples", "4", "--betas", "500",
+                           "--rounds", "2", "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = json.loads(out.read_text())
+    by_name = {v["name"]: v for v in run["variants"]}
+    assert list(by_name) == ["start", "dpo β=500", "winners", "ordinary"]
+    for name in ("dpo β=500", "winners"):
+        rounds = by_name[name]["rounds"]
+        assert [r["round"] for r in rounds] == [1, 2]
+        assert rounds[0]["pairs"] == run["pairs"] and rounds[1]["pairs"]["prompts"] == 6
+        assert all(len(r["verdicts"]) == 4 and set(r["verdicts"]) <= {0, 1} for r in rounds)
+        assert len(by_name[name]["history"]) == 4  # two rounds of two steps
+    assert by_name["ordinary"]["rounds"] == [] and len(by_name["ordinary"]["history"]) == 4
+    assert len(by_name["start"]["evaluation"]["verdicts_train_pairs"]) == 4
+    assert "− start" in done.stdout  # the table prints each gain with its paired error
+    bad = subprocess.run([sys.executable, str(root / "benchmarks" / "dpo.py"), "--rounds", "0"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1] == \
+        "--rounds: expected a positive number of rounds, got 0"

@@ -32,7 +32,7 @@ split over several processes (one ``--out`` each) can be put together by ``--sum
 setting and channel count, the mean over seeds at each reported step and at the last one with a 95 %
 t-interval (mean ± t₀.₉₇₅,ₙ₋₁·s/√n), and the difference to the fewest channels with a Welch 95 % interval.
 Lesson 08 plots ``data/runs/autoencoder-channels/curves.csv`` (the 2000-step runs of docs/benchmarks.md put
-together) and ``long.csv`` (one 16 000-step run each for 4 and 16 channels).
+together) and ``long.csv`` (one 16 000-step run each for 4, 8 and 16 channels).
 """
 from __future__ import annotations
 

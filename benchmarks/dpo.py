@@ -93,7 +93,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="pairs per step")
     parser.add_argument("--lr", type=float, default=3e-5, help="AdamW learning rate (constant)")
     parser.add_argument("--betas", type=float, nargs="*", default=[50.0, 150.0, 500.0, 1500.0],
-                        help="DPO temperatures β to sweep (the paper's m = −β·Δ; half diffusers' --beta_dpo); none: baselines only")
+                        help="DPO temperatures β to sweep (the paper's m = −β·Δ; half diffusers' --beta_dpo); "
+                             "none: baselines only")
     parser.add_argument("--no-winners", action="store_true", help="skip the winners-only baseline")
     parser.add_argument("--no-ordinary", action="store_true", help="skip the more-ordinary-training baseline")
     parser.add_argument("--eval-samples", type=int, default=256, help="held-out prompts (and as many training ones)")

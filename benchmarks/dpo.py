@@ -199,8 +199,8 @@ def main() -> None:
         print(f"{name}: {cpu:.0f} CPU s; last step {', '.join(f'{k} {v:.4g}' for k, v in last.items())}", flush=True)
         save()
 
-    rounds = f"{args.rounds} online rounds of " if args.rounds > 1 else ""
-    print(f"\n{len(pairs)} pairs (first round), {rounds}{args.steps} steps of {args.batch} pairs at lr {args.lr:g}; "
+    online_text = f"{args.rounds} online rounds of " if args.rounds > 1 else ""
+    print(f"\n{len(pairs)} pairs (first round), {online_text}{args.steps} steps of {args.batch} pairs at lr {args.lr:g}; "
           f"adherence (all attributes) on {args.eval_samples} prompts each, chance in brackets")
     print(f"{'variant':>14} {'held-out':>15} {'(chance)':>8} {'− start':>16} {'train pairs':>15} {'(chance)':>8} "
           f"{'− start':>16} {'sliced W':>9} {'tune CPU s':>10}")

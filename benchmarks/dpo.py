@@ -54,7 +54,7 @@ from pathlib import Path
 import torch
 
 from minisd3.adherence import paired_difference
-from minisd3.engine.checkpoints import load_run
+from minisd3.engine.checkpoints import load_run, load_state, save_stored_model
 from minisd3.engine.evaluation import evaluate, json_safe
 from minisd3.engine.sources import make_source
 from minisd3.files import write_text_atomic
@@ -112,6 +112,9 @@ def main() -> None:
                                                                "before each round after the first (default 1)")
     parser.add_argument("--pairs", help="a safetensors file of preference pairs: read if it exists (the same "
                                         "--start, --prompts, --k and --seed), else built and written there")
+    parser.add_argument("--save", help="a folder: each tuned variant is written to a sub-folder of it (dpo-beta500, "
+                                       "winners, ordinary) as a stored model in float16 that --start, sample and "
+                                       "eval load")
     args = parser.parse_args()
     if args.rounds < 1:
         raise SystemExit(f"--rounds: expected a positive number of rounds, got {args.rounds}")
@@ -198,6 +201,12 @@ def main() -> None:
                                 "rounds": rounds, "evaluation": result})
         print(f"{name}: {cpu:.0f} CPU s; last step {', '.join(f'{k} {v:.4g}' for k, v in last.items())}", flush=True)
         save()
+        if args.save:
+            slug = f"dpo-beta{beta:g}" if objective == "dpo" else objective
+            saved = save_stored_model(model.state_dict(), {**load_state(folder), "tuned_from": str(folder),
+                                                           "tuned_by": {"variant": name, **run["settings"]}},
+                                      Path(args.save) / slug)
+            print(f"wrote {saved}", flush=True)
 
     online_text = f"{args.rounds} online rounds of " if args.rounds > 1 else ""
     print(f"\n{len(pairs)} pairs (first round), {online_text}{args.steps} steps of {args.batch} pairs at lr {args.lr:g}; "

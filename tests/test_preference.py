@@ -263,7 +263,8 @@ def test_finetune_refuses_what_cannot_work():
 def test_dpo_benchmark_runs_online_rounds_with_fresh_pairs_and_paired_verdicts(tmp_path):
     """benchmarks/dpo.py --rounds 2 on the stored shapes-3000 model, tiny: every online variant is scored after
     each round, round 2's pairs are drawn afresh from the tuned model, ordinary training runs both rounds' steps
-    at once, and every evaluation keeps one verdict per prompt (what the paired standard errors are made of)."""
+    at once, and every evaluation keeps one verdict per prompt (what the paired standard errors are made of);
+    --save writes each tuned variant as a stored model that load_run reads back, tuned away from the start."""
     import json
     import os
     import subprocess
@@ -274,7 +275,8 @@ def test_dpo_benchmark_runs_online_rounds_with_fresh_pairs_and_paired_verdicts(t
     out = tmp_path / "dpo.json"
     done = subprocess.run([sys.executable, str(root / "benchmarks" / "dpo.py"), "--start", "shapes-3000", "--prompts", "6",
                            "--k", "2", "--steps", "2", "--batch", "2", "--eval-samples", "4", "--betas", "500",
-                           "--rounds", "2", "--out", str(out)], capture_output=True, text=True, timeout=600,
+                           "--rounds", "2", "--out", str(out), "--save", str(tmp_path / "tuned")],
+                          capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     run = json.loads(out.read_text())
@@ -289,6 +291,13 @@ def test_dpo_benchmark_runs_online_rounds_with_fresh_pairs_and_paired_verdicts(t
     assert by_name["ordinary"]["rounds"] == [] and len(by_name["ordinary"]["history"]) == 4
     assert len(by_name["start"]["evaluation"]["verdicts_train_pairs"]) == 4
     assert "− start" in done.stdout  # the table prints each gain with its paired error
+    from minisd3.engine.checkpoints import load_run, load_state
+    start, start_config, _ = load_run("shapes-3000")
+    for slug, name in [("dpo-beta500", "dpo β=500"), ("winners", "winners"), ("ordinary", "ordinary")]:
+        tuned, config, folder = load_run(tmp_path / "tuned" / slug)
+        assert config == start_config and load_state(folder)["tuned_by"]["variant"] == name
+        moved = [k for k, v in tuned.state_dict().items() if not torch.equal(v, start.state_dict()[k])]
+        assert moved, f"{slug}: the stored weights are the start's"
     bad = subprocess.run([sys.executable, str(root / "benchmarks" / "dpo.py"), "--rounds", "0"], capture_output=True,
                          text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1] == \

@@ -122,11 +122,23 @@ def export_weights(run: str | Path, out: str | Path, dtype: torch.dtype = torch.
     state = load_state(folder)
     if sample_cfg is not None:
         state["config"] = {**state["config"], "sample_cfg": float(sample_cfg)}
-    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_tensors(folder, "ema.safetensors").items()}
+    return save_stored_model(load_tensors(folder, "ema.safetensors"), {**state, "exported_from": str(folder)}, out,
+                             dtype)
+
+
+def save_stored_model(weights: dict[str, torch.Tensor], state: dict, out: str | Path,
+                      dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``weights`` (floating tensors cast to ``dtype``) as ``ema.safetensors`` and ``state``
+    (a checkpoint's state.json: ``config``, ``vocabulary``, ``channels``, anything else kept as
+    given; ``optimizer`` set to None) to the folder ``out``, atomically: a stored model that
+    :func:`load_run` reads and nothing can resume. Returns ``out``.
+    """
+    tensors = {k: v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()
+               for k, v in weights.items()}
     out = Path(out)
     with atomic_folder(out) as tmp:
-        save_file(_contiguous(weights), tmp / "ema.safetensors")
-        (tmp / "state.json").write_text(json.dumps({**state, "optimizer": None, "exported_from": str(folder),
+        save_file(_contiguous(tensors), tmp / "ema.safetensors")
+        (tmp / "state.json").write_text(json.dumps({**state, "optimizer": None,
                                                     "dtype": str(dtype).removeprefix("torch.")}, indent=1))
     return out
 

@@ -203,7 +203,7 @@ def main() -> None:
         save()
         if args.save:
             slug = f"dpo-beta{beta:g}" if objective == "dpo" else objective
-            saved = save_stored_model(model.state_dict(), {**load_state(folder), "tuned_from": str(folder),
+            saved = save_stored_model(model.state_dict(), {**load_state(folder), "tuned_from": args.start,
                                                            "tuned_by": {"variant": name, **run["settings"]}},
                                       Path(args.save) / slug)
             print(f"wrote {saved}", flush=True)
